@@ -1,0 +1,3 @@
+export { DurableLog, type DurableLogOptions, type OpenReport } from './log.js'
+export { BufferError, type BufferErrorCode } from './errors.js'
+export type { LogEntry, ReadingInput, EpochEventData } from './codec.js'

@@ -1,0 +1,48 @@
+/**
+ * Key layout of the durable log in LevelDB.
+ *
+ * Every entry of the log has a *position*: `seq * SLOTS + slot`. Readings sit in the last slot of
+ * their seq; events sit in the slots before it, so an event stored at seq N is read (and forwarded)
+ * just before reading N. Positions are plain numbers: seq stays below 2^50, far beyond any
+ * gateway's lifetime (a million readings a second for 35 years).
+ *
+ * Keys are one prefix byte then the position as 8 big-endian bytes, so LevelDB's byte order is
+ * the log's order and meta keys never interleave with entries.
+ */
+export const SLOTS = 4
+export const enum Slot {
+  /** an `io.sluice.epoch` event, before the first reading of a new epoch */
+  Epoch = 0,
+  /** an `io.sluice.gap` event, where the dropped readings were */
+  Gap = 1,
+  Reading = 3
+}
+
+const LOG_PREFIX = 0x6c // 'l'
+const META_PREFIX = 0x6d // 'm'
+
+export function position (seq: number, slot: Slot): number {
+  return seq * SLOTS + slot
+}
+
+export function seqOf (pos: number): number {
+  return Math.floor(pos / SLOTS)
+}
+
+export function logKey (pos: number): Buffer {
+  const key = Buffer.allocUnsafe(9)
+  key[0] = LOG_PREFIX
+  key.writeBigUInt64BE(BigInt(pos), 1)
+  return key
+}
+
+export function positionOf (key: Uint8Array): number {
+  return Number(Buffer.from(key.buffer, key.byteOffset, key.byteLength).readBigUInt64BE(1))
+}
+
+/** The key just past every log entry: the exclusive upper bound of a log scan. */
+export const LOG_END = Buffer.from([LOG_PREFIX + 1])
+
+export function metaKey (name: 'epochs' | 'last' | 'ack' | 'state'): Buffer {
+  return Buffer.concat([Buffer.from([META_PREFIX]), Buffer.from(name, 'latin1')])
+}

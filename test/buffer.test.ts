@@ -1,0 +1,151 @@
+import t from 'tap'
+import { DurableLog, type DurableLogOptions, type LogEntry } from '../buffer/index.js'
+
+const reading = (i: number): { time: number, topic: string, payload: Buffer } =>
+  ({ time: 1_700_000_000_000 + i, topic: `s/${i % 3}`, payload: Buffer.from(`r${i}`) })
+
+function options (path: string, extra: Partial<DurableLogOptions> = {}): DurableLogOptions {
+  return { path, sync: 'interval', syncIntervalMs: 1000, bootId: 'boot-a', ...extra }
+}
+
+async function readAll (log: DurableLog, after = log.ackPos): Promise<LogEntry[]> {
+  const all: LogEntry[] = []
+  for (;;) {
+    const chunk = await log.read(after, 7)
+    if (chunk.length === 0) return all
+    all.push(...chunk)
+    after = chunk[chunk.length - 1].pos
+  }
+}
+
+t.test('seq starts at 1, grows by one, and survives a reopen with the same epoch', async (t) => {
+  const path = t.testdir()
+  const log = await DurableLog.open(options(path))
+  t.ok(log.report.created)
+  t.match(log.epoch, /^[0-9a-f]{32}$/)
+  const seqs = [1, 2, 3].map((i) => log.append(reading(i)))
+  t.same(seqs.map((s) => s.seq), [1, 2, 3])
+  await Promise.all(seqs.map(async (s) => await s.durable))
+  const epoch = log.epoch
+  await log.close()
+  await log.close() // twice is fine
+
+  const again = await DurableLog.open(options(path))
+  t.teardown(async () => { await again.close() })
+  t.notOk(again.report.created)
+  t.notOk(again.report.uncleanStop)
+  t.equal(again.epoch, epoch)
+  t.equal(again.append(reading(4)).seq, 4)
+  await again.close()
+  const entries = await readAll(await DurableLog.open(options(path)))
+  t.same(entries.map((e) => e.seq), [1, 2, 3, 4])
+})
+
+t.test('appends in one tick share one group commit, and read returns only committed entries', async (t) => {
+  const path = t.testdir()
+  const commits: number[] = []
+  let release!: () => void
+  const held = new Promise<void>((resolve) => { release = resolve })
+  const log = await DurableLog.open(options(path, {
+    beforeCommit: async (n) => { commits.push(n); if (commits.length === 1) await held }
+  }))
+  t.teardown(async () => { await log.close() })
+  const first = Array.from({ length: 50 }, (_, i) => log.append(reading(i)))
+  // While the first commit is held open, more readings queue for the next one.
+  await t.resolveMatch(new Promise<number>((resolve) => { const check = (): void => { commits.length === 1 ? resolve(1) : setImmediate(check) }; check() }), 1)
+  const second = Array.from({ length: 30 }, (_, i) => log.append(reading(50 + i)))
+  t.same(await log.read(0, 1000), [], 'nothing is readable before its commit is written')
+  let durable = false
+  void first[0].durable.then(() => { durable = true })
+  await new Promise((resolve) => setImmediate(resolve))
+  t.notOk(durable, 'durable waits for the write')
+  release()
+  await Promise.all([...first, ...second].map(async (a) => await a.durable))
+  t.same(commits, [50, 30], 'two commits for 80 readings')
+  const entries = await readAll(log)
+  t.equal(entries.length, 80)
+  t.same(entries.map((e) => e.seq), Array.from({ length: 80 }, (_, i) => i + 1))
+  const e = entries[5]
+  t.equal(e.kind, 'reading')
+  if (e.kind === 'reading') {
+    t.equal(e.topic, 's/2')
+    t.same(Buffer.from(e.payload), Buffer.from('r5'))
+    t.equal(e.time, 1_700_000_000_005)
+  }
+})
+
+t.test('ack removes entries up to a position and the cursor survives a crash-like reopen', async (t) => {
+  const path = t.testdir()
+  const log = await DurableLog.open(options(path))
+  for (let i = 1; i <= 20; i++) log.append(reading(i))
+  await log.append(reading(21)).durable
+  const entries = await readAll(log)
+  await log.ack(entries[9].pos)
+  t.same((await readAll(log)).map((e) => e.seq), Array.from({ length: 11 }, (_, i) => i + 11))
+  // Reading from 0 finds nothing below the cursor: acknowledged entries are gone from disk.
+  t.equal((await log.read(0, 100))[0].seq, 11)
+  await log.close()
+  const again = await DurableLog.open(options(path))
+  t.teardown(async () => { await again.close() })
+  t.equal(again.ackPos, entries[9].pos)
+  t.same((await readAll(again)).map((e) => e.seq)[0], 11)
+})
+
+t.test('a reboot after an unclean stop begins a new epoch and announces it; a crash on the same boot does not', async (t) => {
+  const path = t.testdir()
+  // An unclean stop is a log that is never closed; a second open in this process would hit the
+  // LevelDB lock, so the first run happens in a child process killed with SIGKILL.
+  const { spawnSync } = await import('node:child_process')
+  const script = `
+    import { DurableLog } from ${JSON.stringify(new URL('../buffer/index.ts', import.meta.url).href)}
+    const log = await DurableLog.open({ path: ${JSON.stringify(path)}, sync: 'interval', syncIntervalMs: 1000, bootId: process.argv[1] })
+    for (let i = 1; i <= 5; i++) await log.append({ time: i, topic: 't', payload: Buffer.from('x') }).durable
+    process.stdout.write(log.epoch)
+    process.kill(process.pid, 'SIGKILL')
+  `
+  const crash = (bootId: string): string => {
+    const child = spawnSync(process.execPath, [...process.execArgv, '--input-type=module', '-e', script, bootId], { encoding: 'utf8' })
+    t.equal(child.signal, 'SIGKILL', 'the child was killed')
+    return child.stdout
+  }
+  const epoch1 = crash('boot-a')
+  t.match(epoch1, /^[0-9a-f]{32}$/)
+  const epoch2 = crash('boot-a')
+  t.equal(epoch2, epoch1, 'a crash on the same boot keeps the epoch')
+
+  const log = await DurableLog.open(options(path, { bootId: 'boot-b' }))
+  t.teardown(async () => { await log.close() })
+  t.ok(log.report.uncleanStop)
+  t.not(log.epoch, epoch1, 'a new boot after an unclean stop starts a new epoch')
+  t.same(log.report.newEpoch, { epoch: log.epoch, previous: epoch1, lastDurableSeq: 10, reason: 'power-loss' })
+  const next = log.append(reading(11))
+  t.equal(next.seq, 11, 'seq goes on')
+  await next.durable
+  const entries = await readAll(log)
+  t.same(entries.map((e) => [e.kind, e.seq, e.epoch]), [
+    ...Array.from({ length: 10 }, (_, i) => ['reading', i + 1, epoch1]),
+    ['epoch', 11, log.epoch],
+    ['reading', 11, log.epoch]
+  ], 'old readings keep their epoch; the announcement comes between the epochs')
+})
+
+t.test('a second open of the same buffer is a clear locked error', async (t) => {
+  const path = t.testdir()
+  const log = await DurableLog.open(options(path))
+  t.teardown(async () => { await log.close() })
+  await t.rejects(DurableLog.open(options(path)), { code: 'SLUICE_BUFFER_LOCKED' })
+})
+
+t.test('append after close is refused', async (t) => {
+  const log = await DurableLog.open(options(t.testdir()))
+  await log.close()
+  t.throws(() => log.append(reading(1)), { code: 'SLUICE_BUFFER_NOT_OPEN' })
+})
+
+t.test('sync: always commits with fsync and still groups', async (t) => {
+  const log = await DurableLog.open(options(t.testdir(), { sync: 'always' }))
+  t.teardown(async () => { await log.close() })
+  const all = Array.from({ length: 100 }, (_, i) => log.append(reading(i)))
+  await Promise.all(all.map(async (a) => await a.durable))
+  t.equal((await readAll(log)).length, 100)
+})
