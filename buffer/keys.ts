@@ -29,6 +29,12 @@ export function seqOf (pos: number): number {
   return Math.floor(pos / SLOTS)
 }
 
+/** The seq of the last reading at or before a position. */
+export function readingSeqAtOrBefore (pos: number): number {
+  const seq = seqOf(pos)
+  return pos % SLOTS === Slot.Reading ? seq : seq - 1
+}
+
 export function logKey (pos: number): Buffer {
   const key = Buffer.allocUnsafe(9)
   key[0] = LOG_PREFIX

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import type { SluiceConfig } from '../config/index.js'
-import { DurableLog } from '../buffer/index.js'
+import { DurableLog, readingSeqAtOrBefore } from '../buffer/index.js'
 import type { IngestAdapter, ReadingSink, RefusalReason, UpstreamFormat } from '../adapters/contract.js'
 import { BrokerAdapter } from '../adapters/broker.js'
 import { MqttUpstream } from '../adapters/upstream-mqtt.js'
@@ -27,8 +27,8 @@ export type GatewayStatus = 'opening' | 'open' | 'closing' | 'closed'
 export interface GatewayStats {
   epoch: string
   lastSeq: number
-  /** entries not yet acknowledged upstream (readings and events) */
-  backlogPositions: number
+  /** readings written to the buffer and not yet acknowledged upstream */
+  backlog: number
   upstreamConnected: boolean
   upstreamConnections: number
   inFlight: number
@@ -131,7 +131,7 @@ export class Gateway {
     return {
       epoch: this.log.epoch,
       lastSeq: this.log.lastSeq,
-      backlogPositions: Math.max(0, this.log.lastCommittedPos - this.forwarder.acknowledged),
+      backlog: Math.max(0, readingSeqAtOrBefore(this.log.lastCommittedPos) - readingSeqAtOrBefore(this.forwarder.acknowledged)),
       upstreamConnected: this.upstream.connected,
       upstreamConnections: this.upstream.connections,
       inFlight: this.forwarder.inFlight,

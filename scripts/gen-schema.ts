@@ -1,0 +1,43 @@
+// Writes config/sluice.schema.json, the JSON Schema of sluice.yaml, from the zod schema in config/.
+// Run after changing config/schema.ts (test/config.test.ts fails while the file is stale):
+//   npm run build && node dist/scripts/gen-schema.js
+// or straight from the sources with the TypeScript loader tap ships:
+//   node --import=@isaacs/ts-node-temp-fork-for-pr-2009/import scripts/gen-schema.ts
+// With --check it writes nothing and exits 1 if the file is stale (for CI).
+import { existsSync } from 'node:fs'
+import { readFile, rename, writeFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { configJsonSchemaText } from '../config/json-schema.js'
+
+/** The package root: the first folder up from this file that holds package.json (works from dist/ too). */
+function packageRoot (): string {
+  let dir = dirname(fileURLToPath(import.meta.url))
+  while (!existsSync(join(dir, 'package.json'))) {
+    const parent = dirname(dir)
+    if (parent === dir) throw new Error('gen-schema: no package.json above this script')
+    dir = parent
+  }
+  return dir
+}
+
+async function main (): Promise<number> {
+  const file = join(packageRoot(), 'config', 'sluice.schema.json')
+  const text = configJsonSchemaText()
+  if (process.argv.includes('--check')) {
+    const current = await readFile(file, 'utf8').catch(() => '')
+    if (current === text) return 0
+    process.stderr.write(`${file} is stale: run scripts/gen-schema\n`)
+    return 1
+  }
+  const tmp = `${file}.tmp`
+  await writeFile(tmp, text)
+  await rename(tmp, file)
+  process.stdout.write(`wrote ${file}\n`)
+  return 0
+}
+
+main().then((code) => { process.exitCode = code }, (err: unknown) => {
+  process.stderr.write(`${String((err as Error).stack ?? err)}\n`)
+  process.exitCode = 1
+})

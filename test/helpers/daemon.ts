@@ -1,0 +1,104 @@
+/**
+ * The built daemon (`dist/daemon/bin.js`) as a child process: black-box tests start it with a
+ * config file, wait for its ready log line, and stop it with real signals.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { TestLike } from './mosquitto.js'
+
+export const BIN = fileURLToPath(new URL('../../dist/daemon/bin.js', import.meta.url))
+
+export interface DaemonRun {
+  readonly child: ChildProcess
+  /** every JSON log line so far, parsed */
+  readonly lines: any[]
+  readonly stderr: () => string
+  /** resolves with the exit code and signal once the process has exited */
+  readonly exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
+  /** the first log line whose msg is `msg`, waiting for it (bounded) */
+  waitForLine: (msg: string, timeoutMs?: number) => Promise<any>
+  kill: (signal: NodeJS.Signals) => Promise<{ code: number | null, signal: NodeJS.Signals | null }>
+}
+
+/** Writes `config` (JSON is YAML) into `dir` and returns the file's path. */
+export function writeConfig (dir: string, config: unknown, name = 'sluice.yaml'): string {
+  const file = join(dir, name)
+  writeFileSync(file, JSON.stringify(config, null, 2))
+  return file
+}
+
+/** Runs `sluice <args>` to completion (for check, bad configs...). */
+export async function runCli (args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null, stdout: string, stderr: string }> {
+  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve))
+  return { code, stdout, stderr }
+}
+
+/** Starts `sluice run -c configFile`; resolves once it logged `sluice ready` (or rejects if it exits). */
+export async function startDaemon (t: TestLike, configFile: string, env: NodeJS.ProcessEnv = {}): Promise<DaemonRun> {
+  const child = spawn(process.execPath, [BIN, 'run', '-c', configFile], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  const lines: any[] = []
+  const waiters = new Set<() => void>()
+  let stderr = ''
+  let partial = ''
+  child.stdout?.on('data', (d: Buffer) => {
+    partial += d.toString()
+    const parts = partial.split('\n')
+    partial = parts.pop() ?? ''
+    for (const line of parts) {
+      if (line.trim() === '') continue
+      try { lines.push(JSON.parse(line)) } catch { lines.push({ msg: line }) }
+    }
+    for (const w of waiters) w()
+  })
+  child.stderr?.on('data', (d: Buffer) => { stderr += d.toString() })
+  const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>((resolve) => {
+    child.on('exit', (code, signal) => {
+      for (const w of waiters) w()
+      resolve({ code, signal })
+    })
+  })
+  let hasExited = false
+  void exited.then(() => { hasExited = true })
+  t.teardown(async () => {
+    if (!hasExited) child.kill('SIGKILL')
+    await exited
+  })
+
+  const waitForLine = async (msg: string, timeoutMs = 15_000): Promise<any> => {
+    const find = (): any => lines.find((l) => l.msg === msg)
+    if (find() !== undefined) return find()
+    return await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => { waiters.delete(check); reject(new Error(`no "${msg}" log line within ${timeoutMs} ms; stderr: ${stderr}`)) }, timeoutMs)
+      const check = (): void => {
+        const line = find()
+        if (line !== undefined || hasExited) {
+          clearTimeout(timer)
+          waiters.delete(check)
+          if (line !== undefined) resolve(line)
+          else reject(new Error(`the daemon exited before "${msg}"; stderr: ${stderr}; stdout: ${JSON.stringify(lines)}`))
+        }
+      }
+      waiters.add(check)
+      check()
+    })
+  }
+  await waitForLine('sluice ready')
+  return {
+    child,
+    lines,
+    stderr: () => stderr,
+    exited,
+    waitForLine,
+    kill: async (signal) => {
+      child.kill(signal)
+      return await exited
+    }
+  }
+}
