@@ -56,7 +56,23 @@ type LogStatus = 'opening' | 'open' | 'closing' | 'closed'
  * - `ack(upTo)` removes entries up to a position and persists that cursor.
  * - Opening reads a handful of meta keys and never scans the backlog.
  */
-export class DurableLog extends EventEmitter<{ committed: [lastPos: number] }> {
+export interface CommitInfo {
+  /** readings in the group commit */
+  readings: number
+  /** bytes handed to LevelDB (keys and values): the flash-wear figure before LevelDB's own overhead */
+  bytes: number
+  /** milliseconds from the start of the write to its completion */
+  durationMs: number
+}
+
+export interface DurableLogEvents {
+  /** entries up to `lastPos` are written and readable */
+  committed: [lastPos: number]
+  /** one group commit finished */
+  commit: [info: CommitInfo]
+}
+
+export class DurableLog extends EventEmitter<DurableLogEvents> {
   readonly path: string
   private readonly db: ClassicLevel<Buffer, Buffer>
   private readonly options: DurableLogOptions
@@ -221,11 +237,16 @@ export class DurableLog extends EventEmitter<{ committed: [lastPos: number] }> {
       await this.options.beforeCommit?.(commit.readings)
       commit.ops.push({ type: 'put', key: metaKey('last'), value: encodeMeta(commit.lastSeq) })
       const sync = this.options.sync === 'always'
+      const started = performance.now()
       await this.db.batch(commit.ops, { sync })
+      const durationMs = performance.now() - started
       this.unsyncedWrites = !sync
       this._lastCommittedPos = position(commit.lastSeq, Slot.Reading)
       commit.done.resolve()
       this.emit('committed', this._lastCommittedPos)
+      let bytes = 0
+      for (const op of commit.ops) bytes += op.key.length + op.value.length
+      this.emit('commit', { readings: commit.readings, bytes, durationMs })
     } catch (cause) {
       // Seqs already handed out for this commit can't be reused: a later commit would leave a gap
       // the receiver is never told of. So a failed write stops the log until it is reopened.
