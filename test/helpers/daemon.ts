@@ -58,14 +58,14 @@ export async function startDaemon (t: TestLike, configFile: string, env: NodeJS.
     for (const w of waiters) w()
   })
   child.stderr?.on('data', (d: Buffer) => { stderr += d.toString() })
+  let hasExited = false
   const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>((resolve) => {
     child.on('exit', (code, signal) => {
+      hasExited = true
       for (const w of waiters) w()
       resolve({ code, signal })
     })
   })
-  let hasExited = false
-  void exited.then(() => { hasExited = true })
   t.teardown(async () => {
     if (!hasExited) child.kill('SIGKILL')
     await exited
