@@ -60,7 +60,8 @@ export async function startDaemon (t: TestLike, configFile: string, env: NodeJS.
   child.stderr?.on('data', (d: Buffer) => { stderr += d.toString() })
   let hasExited = false
   const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>((resolve) => {
-    child.on('exit', (code, signal) => {
+    // 'close', not 'exit': by then every line the daemon printed has been read.
+    child.on('close', (code, signal) => {
       hasExited = true
       for (const w of waiters) w()
       resolve({ code, signal })
