@@ -86,11 +86,12 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
         time: this.clock(),
         topic: packet.topic,
         payload: typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload
-      }).durable
+      }, { canWait: packet.qos !== 0 }).durable
     } catch (err) {
       return this.refuse(client, 'buffer-unavailable', `not accepting readings: ${(err as Error).message}`, callback)
     }
-    // MQTT gives no way to slow a QoS 0 sender; its reading is buffered without waiting.
+    // MQTT gives no way to slow a QoS 0 sender; its reading is buffered without waiting, or, when
+    // the buffer holds readings back, dropped and announced by the buffer (issue 3, SPEC 2.6).
     if (packet.qos === 0) return callback(null)
     durable.then(() => { callback(null) }, (err: Error) => {
       this.refuse(client, 'buffer-unavailable', `reading not stored: ${err.message}`, callback)

@@ -22,7 +22,18 @@ export interface ReadingSink {
    * once the reading is on disk; only then may a sensor be acknowledged. Throws when the buffer is
    * not accepting readings (closing, or failed).
    */
-  append: (reading: Reading) => { seq: number, durable: Promise<void> }
+  append: (reading: Reading, options?: AppendOptions) => { seq: number, durable: Promise<void>, dropped?: boolean }
+}
+
+/** issue 3: how a reading meets a full buffer. */
+export interface AppendOptions {
+  /**
+   * false for a sender that cannot be slowed down (an MQTT QoS 0 publish): while the buffer holds
+   * readings back (full under `overflow: block`, or failing writes) its reading is dropped at once,
+   * counted and announced by a gap event, instead of queued in memory [SPEC 2.6]. It still gets its
+   * seq first [SPEC 2.2]; `dropped` is then true. Default true.
+   */
+  canWait?: boolean
 }
 
 export interface IngestAdapterEvents {
@@ -47,6 +58,37 @@ export interface IngestAdapter extends EventEmitter<IngestAdapterEvents> {
 export interface UpstreamMessage {
   topic: string
   payload: Buffer
+  /** MQTT 5 properties (CloudEvents attributes in binary mode, the content type); left out on MQTT 3.1.1 */
+  properties?: MessageProperties
+}
+
+export interface MessageProperties {
+  contentType?: string
+  userProperties?: Record<string, string>
+}
+
+/** What the upstream announced in its CONNACK for the connection that is up (MQTT 5 only). */
+export interface UpstreamLimits {
+  /** most QoS 1 publishes it accepts unacknowledged at once [MQTT-3.3.4-9]; 65535 when not announced */
+  receiveMaximum: number
+  /** the largest packet it accepts, in bytes [MQTT-3.1.2-24]; Infinity when not announced */
+  maximumPacketSize: number
+}
+
+/**
+ * The upstream answered a publish with a PUBACK reason code >= 0x80 (MQTT 5): it refused that
+ * message and the connection goes on. The forwarder retries it and, past the limit, sets it aside.
+ */
+export class UpstreamRejection extends Error {
+  readonly code = 'SLUICE_UPSTREAM_REJECTED'
+  /** the PUBACK reason code, e.g. 0x87 Not authorized, 0x97 Quota exceeded */
+  readonly reasonCode: number
+
+  constructor (reasonCode: number, message: string) {
+    super(message)
+    this.name = 'UpstreamRejection'
+    this.reasonCode = reasonCode
+  }
 }
 
 export interface UpstreamAdapterEvents {
@@ -61,9 +103,15 @@ export interface UpstreamAdapter extends EventEmitter<UpstreamAdapterEvents> {
   readonly connected: boolean
   /** begins connecting; reconnects with exponential backoff and jitter until closed */
   start: () => void
+  /** the upstream's limits on the connection that is up (defaults while none is) */
+  readonly limits: UpstreamLimits
+  /** the size in bytes of the PUBLISH packet `message` makes on this connection */
+  packetSize: (message: UpstreamMessage) => number
   /**
-   * Publishes at QoS 1; resolves on the upstream's acknowledgement, rejects if the connection
-   * drops first (the forwarder then resends from its cursor on the next connection).
+   * Publishes at QoS 1; resolves on the upstream's acknowledgement. Rejects with an
+   * UpstreamRejection when the upstream refuses the message (MQTT 5 PUBACK reason >= 0x80), and
+   * with another error if the connection drops first (the forwarder then resends from its cursor
+   * on the next connection).
    */
   publish: (message: UpstreamMessage) => Promise<void>
   /** ends the connection and stops reconnecting; safe to call twice */
@@ -74,6 +122,19 @@ export interface UpstreamAdapter extends EventEmitter<UpstreamAdapterEvents> {
 export type OutgoingEntry =
   | { kind: 'reading', seq: number, epoch: string, time: number, topic: string, payload: Uint8Array }
   | { kind: 'epoch', seq: number, epoch: string, time: number, data: EpochAnnouncement }
+  | { kind: 'gap', seq: number, epoch: string, time: number, data: GapAnnouncement }
+
+/**
+ * The data of an `io.sluice.gap` event [SPEC 2.4, 5]: readings `from`..`to` (inclusive) of the
+ * entry's epoch were dropped and will never come.
+ */
+export interface GapAnnouncement {
+  from: number
+  to: number
+  count: number
+  /** `overflow`, `ttl` and `corrupt` come from the buffer (buffer/codec.ts GapReason); `rejected` from the forwarder */
+  reason: 'overflow' | 'ttl' | 'rejected' | 'corrupt'
+}
 
 /** The data of an `io.sluice.epoch` event [SPEC 2.2]. */
 export interface EpochAnnouncement {
@@ -83,6 +144,24 @@ export interface EpochAnnouncement {
   reason: string
 }
 
+/** The bounds the forwarder puts on the next message. */
+export interface TakeLimits {
+  /** most entries in it (1 while the forwarder isolates a message the upstream may be refusing) */
+  maxEntries: number
+  /** most payload bytes the upstream's Maximum Packet Size leaves room for (Infinity when none) */
+  maxBytes: number
+}
+
+export interface Take {
+  /** how many of the entries go into the next message; at least 1 */
+  count: number
+  /**
+   * the message took every entry offered and has room for more: the forwarder may wait up to the
+   * format's `lingerMs` for more entries before sending it
+   */
+  open: boolean
+}
+
 /**
  * How entries become upstream messages (SPEC section 5). `take` says how many of the next
  * entries go into one message (1 for the CloudEvents formats; many for a batch format), and
@@ -90,6 +169,8 @@ export interface EpochAnnouncement {
  */
 export interface UpstreamFormat {
   readonly name: string
-  take: (entries: readonly OutgoingEntry[]) => number
+  /** milliseconds an open message may wait for more entries (0: it is sent at once) */
+  readonly lingerMs: number
+  take: (entries: readonly OutgoingEntry[], limits: TakeLimits) => Take
   encode: (entries: readonly OutgoingEntry[]) => UpstreamMessage
 }

@@ -1,14 +1,34 @@
 import { EventEmitter } from 'node:events'
-import mqtt, { type MqttClient } from 'mqtt'
-import pRetry from 'p-retry'
+import mqtt, { type IClientOptions, type IClientPublishOptions, type MqttClient } from 'mqtt'
+import { connectWithBackoff } from './backoff.js'
 import type { Logger } from 'pino'
-import type { UpstreamAdapter, UpstreamAdapterEvents, UpstreamMessage } from './contract.js'
+import {
+  type UpstreamAdapter, type UpstreamAdapterEvents, type UpstreamLimits, type UpstreamMessage,
+  UpstreamRejection
+} from './contract.js'
+import { type MqttProtocol, publishPacketSize } from './upstream/packet-size.js'
+
+/** TLS material and options for an mqtts:// upstream; the files are read by the daemon at start. */
+export interface UpstreamTls {
+  /** PEM CA certificate(s) to trust instead of Node's bundled roots */
+  ca?: Buffer
+  /** PEM client certificate and key, for mutual TLS */
+  cert?: Buffer
+  key?: Buffer
+  /** the name sent in SNI and checked against the server's certificate; default: the URL's host */
+  servername?: string
+  /** ALPN protocols to offer (AWS IoT Core on port 443 wants `x-amzn-mqtt-ca`) */
+  alpn?: string[]
+}
 
 export interface MqttUpstreamOptions {
   url: string
   clientId: string
   username?: string
   password?: string
+  /** MQTT protocol version; 5 brings user properties, negative PUBACKs and the CONNACK limits */
+  protocol: MqttProtocol
+  tls?: UpstreamTls
   /** reconnect delays in milliseconds: exponential from min to max, with jitter */
   backoff: { min: number, max: number }
   logger: Logger
@@ -18,8 +38,13 @@ export interface MqttUpstreamOptions {
 
 type Status = 'new' | 'running' | 'closing' | 'closed'
 
+/** What an upstream that announces nothing allows [MQTT-3.2.2.3.3, 3.2.2.3.6]. */
+const NO_LIMITS: UpstreamLimits = { receiveMaximum: 65_535, maximumPacketSize: Number.POSITIVE_INFINITY }
+
 /**
- * The upstream MQTT connection (MQTT.js), QoS 1, MQTT 3.1.1 (what every cloud broker speaks).
+ * The upstream MQTT connection (MQTT.js), QoS 1, MQTT 3.1.1 (what every cloud broker speaks) or
+ * MQTT 5 (user properties for cloudevents-binary; the upstream's Receive Maximum and Maximum
+ * Packet Size; PUBACK reason codes).
  *
  * MQTT.js's own reconnect runs on a fixed period with no jitter (a fleet would reconnect in
  * lockstep) and keeps an offline queue in memory; both are off here. This adapter reconnects
@@ -34,6 +59,7 @@ export class MqttUpstream extends EventEmitter<UpstreamAdapterEvents> implements
   private readonly pending = new Set<(err: Error) => void>()
   private status: Status = 'new'
   private running: Promise<void> | null = null
+  private _limits: UpstreamLimits = NO_LIMITS
   /** connections made so far; the first is not a reconnect */
   connections = 0
 
@@ -44,6 +70,12 @@ export class MqttUpstream extends EventEmitter<UpstreamAdapterEvents> implements
 
   get connected (): boolean {
     return this.client?.connected === true
+  }
+
+  get limits (): UpstreamLimits { return this._limits }
+
+  packetSize (message: UpstreamMessage): number {
+    return publishPacketSize(message, this.options.protocol)
   }
 
   start (): void {
@@ -59,18 +91,11 @@ export class MqttUpstream extends EventEmitter<UpstreamAdapterEvents> implements
     while (this.status === 'running') {
       let client: MqttClient
       try {
-        client = await pRetry(async () => await this.connectOnce(), {
-          retries: Number.POSITIVE_INFINITY,
-          factor: 2,
-          minTimeout: backoff.min,
-          maxTimeout: backoff.max,
-          randomize: true,
+        client = await connectWithBackoff(async () => await this.connectOnce(), {
+          backoff,
           signal: this.abort.signal,
-          onFailedAttempt: ({ error, attemptNumber }) => {
-            // Log the first failure and then every tenth: an outage of days must not fill the journal.
-            if (attemptNumber === 1 || attemptNumber % 10 === 0) {
-              logger.warn({ err: error.message, attempt: attemptNumber }, 'upstream connect failed; retrying with backoff')
-            }
+          onFailure: (err, attempt) => {
+            logger.warn({ err: err.message, attempt }, 'upstream connect failed; retrying with backoff')
           }
         })
       } catch (err) {
@@ -79,7 +104,7 @@ export class MqttUpstream extends EventEmitter<UpstreamAdapterEvents> implements
       }
       this.connections++
       this.client = client
-      logger.info({ url: this.options.url, reconnect: this.connections > 1 }, 'upstream connected')
+      logger.info({ url: this.options.url, protocol: this.options.protocol, reconnect: this.connections > 1, limits: this._limits }, 'upstream connected')
       const closed = new Promise<Error | undefined>((resolve) => {
         let lastError: Error | undefined
         client.on('error', (err) => { lastError = err })
@@ -88,6 +113,7 @@ export class MqttUpstream extends EventEmitter<UpstreamAdapterEvents> implements
       this.emit('up')
       const err = await closed
       this.client = null
+      this._limits = NO_LIMITS
       this.failPending(new Error('upstream connection closed'))
       client.end(true)
       if (this.status !== 'running') return
@@ -98,19 +124,34 @@ export class MqttUpstream extends EventEmitter<UpstreamAdapterEvents> implements
     }
   }
 
-  private async connectOnce (): Promise<MqttClient> {
-    const { url, clientId, username, password, connectTimeout } = this.options
-    const client = mqtt.connect(url, {
+  private clientOptions (): IClientOptions {
+    const { clientId, username, password, connectTimeout, protocol, tls } = this.options
+    const options: IClientOptions = {
       clientId,
       username,
       password,
-      protocolVersion: 4,
+      protocolVersion: protocol === '5' ? 5 : 4,
       clean: true,
       reconnectPeriod: 0,
       connectTimeout: connectTimeout ?? 10_000,
       keepalive: 30,
-      queueQoSZero: false
-    })
+      queueQoSZero: false,
+      // Never connect to a server whose certificate does not check out, whatever the URL.
+      rejectUnauthorized: true
+    }
+    if (tls !== undefined) {
+      if (tls.ca !== undefined) options.ca = tls.ca
+      if (tls.cert !== undefined) options.cert = tls.cert
+      if (tls.key !== undefined) options.key = tls.key
+      // MQTT.js sends the URL's host as SNI unless it is an IP address (RFC 6066 allows names only).
+      if (tls.servername !== undefined) options.servername = tls.servername
+      if (tls.alpn !== undefined && tls.alpn.length > 0) options.ALPNProtocols = tls.alpn
+    }
+    return options
+  }
+
+  private async connectOnce (): Promise<MqttClient> {
+    const client = mqtt.connect(this.options.url, this.clientOptions())
     return await new Promise<MqttClient>((resolve, reject) => {
       // MQTT.js listens to its own events too: remove only these listeners, never all.
       const settle = (): void => {
@@ -118,7 +159,15 @@ export class MqttUpstream extends EventEmitter<UpstreamAdapterEvents> implements
         client.off('error', onError)
         client.off('close', onClose)
       }
-      const onConnect = (): void => { settle(); resolve(client) }
+      const onConnect = (connack: { properties?: { receiveMaximum?: number, maximumPacketSize?: number } }): void => {
+        settle()
+        const announced = connack.properties ?? {}
+        this._limits = {
+          receiveMaximum: announced.receiveMaximum ?? NO_LIMITS.receiveMaximum,
+          maximumPacketSize: announced.maximumPacketSize ?? NO_LIMITS.maximumPacketSize
+        }
+        resolve(client)
+      }
       const onError = (err: Error): void => { settle(); fail(err) }
       const onClose = (): void => { settle(); fail(new Error('connection closed before CONNACK')) }
       const fail = (err: Error): void => {
@@ -135,12 +184,18 @@ export class MqttUpstream extends EventEmitter<UpstreamAdapterEvents> implements
   async publish (message: UpstreamMessage): Promise<void> {
     const client = this.client
     if (client === null || !client.connected) throw new Error('upstream not connected')
+    const options: IClientPublishOptions = { qos: 1 }
+    if (this.options.protocol === '5' && message.properties !== undefined) options.properties = message.properties
     await new Promise<void>((resolve, reject) => {
       this.pending.add(reject)
-      client.publish(message.topic, message.payload, { qos: 1 }, (err) => {
+      client.publish(message.topic, message.payload, options, (err) => {
         this.pending.delete(reject)
-        if (err !== undefined && err !== null) reject(err)
-        else resolve()
+        if (err === undefined || err === null) return resolve()
+        // MQTT.js answers a PUBACK reason >= 0x80 with an error carrying the code (0x10, "no
+        // matching subscribers", is a success); the connection stays up.
+        const code = (err as { code?: unknown }).code
+        if (typeof code === 'number' && code >= 0x80) reject(new UpstreamRejection(code, err.message))
+        else reject(err)
       })
     })
   }

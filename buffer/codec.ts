@@ -15,25 +15,53 @@ export interface EpochEventData {
   previous: string
   /** the last seq of the previous epoch that was durable when the new epoch began */
   lastDurableSeq: number
-  reason: 'power-loss'
+  /** `power-loss`: the machine rebooted after an unclean stop; `repaired`: LevelDB was repaired */
+  reason: 'power-loss' | 'repaired'
+}
+
+/**
+ * Why readings were dropped [SPEC 2.4, 5]: `overflow` (a full buffer's policy, or a QoS 0 reading
+ * meeting a full buffer), `ttl` (older than buffer.ttl), `rejected` (set aside by the forwarder),
+ * `corrupt` (lost to a damaged LevelDB: unreadable records, or records a repair could not save).
+ */
+export type GapReason = 'overflow' | 'ttl' | 'rejected' | 'corrupt'
+
+/** The data of an `io.sluice.gap` event: seqs `from`..`to` (inclusive) will never be forwarded. */
+export interface GapData {
+  from: number
+  to: number
+  count: number
+  reason: GapReason
 }
 
 export type LogEntry =
-  | { kind: 'reading', pos: number, seq: number, epoch: string, time: number, topic: string, payload: Uint8Array }
+  | {
+    kind: 'reading', pos: number, seq: number, epoch: string, time: number, topic: string, payload: Uint8Array
+    /** when it was stored, in buffer time (BufferClock): what the TTL is measured on */
+    storedAt: number
+  }
   | { kind: 'epoch', pos: number, seq: number, epoch: string, time: number, data: EpochEventData }
+  | { kind: 'gap', pos: number, seq: number, epoch: string, time: number, data: GapData }
 
 // Plain CBOR arrays: no records or tags, so the on-disk format is readable by any decoder.
 const cbor = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false })
 
 const READING = 0
 const EPOCH = 1
+const GAP = 2
 
-export function encodeReading (r: ReadingInput): Buffer {
-  return cbor.encode([READING, r.time, r.topic, r.payload])
+/** A reading: `[0, time, topic, payload, storedAt]` (entries written before the TTL have no storedAt). */
+export function encodeReading (r: ReadingInput, storedAt: number): Buffer {
+  return cbor.encode([READING, r.time, r.topic, r.payload, storedAt])
 }
 
 export function encodeEpochEvent (time: number, data: EpochEventData): Buffer {
   return cbor.encode([EPOCH, time, data])
+}
+
+/** A gap: `[2, time, from, to, count, reason]`, stored at the position of its first seq. */
+export function encodeGap (time: number, gap: GapData): Buffer {
+  return cbor.encode([GAP, time, gap.from, gap.to, gap.count, gap.reason])
 }
 
 export function encodeMeta (value: unknown): Buffer {
@@ -41,7 +69,11 @@ export function encodeMeta (value: unknown): Buffer {
 }
 
 export function decodeMeta<T> (bytes: Uint8Array): T {
-  return cbor.decode(bytes) as T
+  try {
+    return cbor.decode(bytes) as T
+  } catch (cause) {
+    throw new BufferError('SLUICE_BUFFER_CORRUPT_RECORD', 'a meta record of the buffer is not valid CBOR', { cause })
+  }
 }
 
 /** Decodes a stored entry; `epoch` is looked up by the log from the entry's seq. */
@@ -53,11 +85,14 @@ export function decodeEntry (pos: number, seq: number, epoch: string, bytes: Uin
     throw new BufferError('SLUICE_BUFFER_CORRUPT_RECORD', `entry at seq ${seq} is not valid CBOR`, { cause })
   }
   if (Array.isArray(value)) {
-    if (value[0] === READING && value.length === 4) {
-      return { kind: 'reading', pos, seq, epoch, time: value[1], topic: value[2], payload: value[3] }
+    if (value[0] === READING && (value.length === 4 || value.length === 5) && value[3] instanceof Uint8Array) {
+      return { kind: 'reading', pos, seq, epoch, time: value[1], topic: value[2], payload: value[3], storedAt: value[4] ?? 0 }
     }
     if (value[0] === EPOCH && value.length === 3) {
       return { kind: 'epoch', pos, seq, epoch, time: value[1], data: value[2] }
+    }
+    if (value[0] === GAP && value.length === 6) {
+      return { kind: 'gap', pos, seq, epoch, time: value[1], data: { from: value[2], to: value[3], count: value[4], reason: value[5] } }
     }
   }
   throw new BufferError('SLUICE_BUFFER_CORRUPT_RECORD', `entry at seq ${seq} has an unknown shape`)

@@ -46,9 +46,16 @@ export function positionOf (key: Uint8Array): number {
   return Number(Buffer.from(key.buffer, key.byteOffset, key.byteLength).readBigUInt64BE(1))
 }
 
+export function slotOf (pos: number): number {
+  return pos % SLOTS
+}
+
 /** The key just past every log entry: the exclusive upper bound of a log scan. */
 export const LOG_END = Buffer.from([LOG_PREFIX + 1])
 
-export function metaKey (name: 'epochs' | 'last' | 'ack' | 'state'): Buffer {
+/** The log's own keys beside its entries: one value each, read at open. */
+export type MetaName = 'epochs' | 'last' | 'ack' | 'state' | 'clock'
+
+export function metaKey (name: MetaName): Buffer {
   return Buffer.concat([Buffer.from([META_PREFIX]), Buffer.from(name, 'latin1')])
 }

@@ -1,13 +1,21 @@
 import { EventEmitter } from 'node:events'
 import { randomBytes } from 'node:crypto'
 import { mkdir } from 'node:fs/promises'
+import { uptime as osUptime } from 'node:os'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { ClassicLevel } from 'classic-level'
-import { BufferError } from './errors.js'
-import { LOG_END, Slot, logKey, metaKey, position, positionOf, seqOf } from './keys.js'
+import { BufferError, isDamage, levelCode } from './errors.js'
+import { LOG_END, Slot, logKey, metaKey, position, positionOf, readingSeqAtOrBefore, seqOf, slotOf } from './keys.js'
 import {
-  type EpochEventData, type LogEntry, type ReadingInput,
-  decodeEntry, decodeMeta, encodeEpochEvent, encodeMeta, encodeReading
+  type EpochEventData, type GapData, type GapReason, type LogEntry, type ReadingInput,
+  decodeEntry, decodeMeta, encodeEpochEvent, encodeGap, encodeMeta, encodeReading
 } from './codec.js'
+import { type BufferBounds, DiskUsage, PER_OP_OVERHEAD, type Shortage, UNBOUNDED, levelSizes, parseSstables } from './bounds.js'
+import { BufferClock, type StoredClock } from './clock.js'
+import { Gate } from './gate.js'
+import { PendingCommit, type WriteOp } from './pending.js'
+import { type DropPredicate, findHoles, planDrop } from './retention.js'
+import { type RecoveryReport, repairDatabase, setAside } from './recover.js'
 
 export interface DurableLogOptions {
   /** the LevelDB directory; created when missing */
@@ -25,26 +33,69 @@ export interface DurableLogOptions {
   /** milliseconds since 1970; injectable for tests */
   clock?: () => number
   /**
-   * Called before each group commit is written, with the number of readings in it. A seam for
-   * fault injection (a slow or failing disk); production code leaves it unset.
+   * Called before each attempt to write a group commit, with the number of readings in it. A seam
+   * for fault injection (a slow or failing disk); production code leaves it unset.
    */
   beforeCommit?: (readings: number) => Promise<void>
+  /** the operator's bounds: size, free disk, overflow policy, TTL; unbounded when not given */
+  bounds?: BufferBounds
+  /** seconds since the machine booted (os.uptime); injectable for tests of the TTL clock */
+  uptime?: () => number
+  /** a monotonic clock in milliseconds (performance.now); injectable for tests of the TTL clock */
+  monotonic?: () => number
+  /** milliseconds between maintenance rounds (size sample, TTL sweep, compaction); default 1000 */
+  maintenanceIntervalMs?: number
 }
 
 export interface OpenReport {
   /** the buffer did not exist and was created (with a fresh epoch) */
   created: boolean
-  /** set when the log began a new epoch because the machine rebooted after an unclean stop */
+  /** set when the log began a new epoch (a reboot after an unclean stop, or a repair) */
   newEpoch?: EpochEventData
   /** the previous run did not close the log (a crash or a power loss) */
   uncleanStop: boolean
+  /** set when LevelDB was damaged and the log repaired it or set it aside */
+  recovery?: RecoveryReport
 }
 
-interface EpochSpan { epoch: string, from: number }
-interface RunState { bootId: string, running: boolean }
-interface PendingCommit { ops: Array<{ type: 'put', key: Buffer, value: Buffer }>, readings: number, lastSeq: number, done: Deferred }
+/** Why the log does not accept readings: it is full, the disk is low, writes fail, or it is being repaired. */
+export type HealthReason = Shortage | 'write-failed' | 'repairing'
 
-type LogStatus = 'opening' | 'open' | 'closing' | 'closed'
+export interface BufferHealth {
+  accepting: boolean
+  reason: HealthReason | null
+  /** the stable error code of the reason */
+  code?: 'SLUICE_BUFFER_FULL' | 'SLUICE_BUFFER_WRITE_FAILED' | 'SLUICE_BUFFER_CORRUPT'
+  /** a sentence for the log and /readyz */
+  detail?: string
+}
+
+/** Readings dropped by one decision, and why [SPEC 2.4]. */
+export interface DropInfo {
+  reason: GapReason
+  /** the seqs of the gap entry that announces them (it may absorb earlier drops) */
+  from: number
+  to: number
+  /** readings this decision dropped */
+  count: number
+}
+
+export interface AppendOptions {
+  /**
+   * false for a sender that cannot be slowed down (an MQTT QoS 0 publish): while the buffer holds
+   * commits back (full under `block`, or failing writes), its reading is dropped and announced
+   * instead of queued in memory [SPEC 2.6]. It still gets its seq first [SPEC 2.2].
+   */
+  canWait?: boolean
+}
+
+export interface AppendResult {
+  seq: number
+  /** resolves once the reading (or the gap announcing its drop) is written */
+  durable: Promise<void>
+  /** the reading met a buffer that holds commits back and was dropped at once */
+  dropped: boolean
+}
 
 /**
  * The durable, append-only log of readings: sluice's buffer.
@@ -55,6 +106,19 @@ type LogStatus = 'opening' | 'open' | 'closing' | 'closed'
  * - `read(after)` returns committed entries past a position, in order; nothing unwritten is read.
  * - `ack(upTo)` removes entries up to a position and persists that cursor.
  * - Opening reads a handful of meta keys and never scans the backlog.
+ *
+ * Bounds (issue 3). Before a commit is written the log checks that it fits under
+ * `buffer.maxBytes` and above `buffer.minFreeDisk` (bounds.ts measures the size the way the disk
+ * sees it). When it does not, space acknowledged upstream is compacted back first; then the
+ * overflow policy decides: `block` holds the commit (and with it the sensors' PUBACKs) until acks
+ * free space; `drop-newest` writes the part of the commit that fits and a gap for the rest;
+ * `drop-oldest` drops the oldest readings the forwarder has not read yet. Readings older than
+ * the TTL are dropped the same way. A drop deletes the readings and writes a gap entry in their
+ * place in one atomic batch, so delivered + announced = assigned holds across crashes too.
+ *
+ * A commit whose write fails (a full disk, an I/O error) is retried, the same batch with the same
+ * seqs, until it succeeds, reopening LevelDB between attempts (LevelDB refuses every write after
+ * a failed background flush until reopened). Meanwhile the log says it is not accepting.
  */
 export interface CommitInfo {
   /** readings in the group commit */
@@ -70,26 +134,81 @@ export interface DurableLogEvents {
   committed: [lastPos: number]
   /** one group commit finished */
   commit: [info: CommitInfo]
+  /** the log started or stopped accepting readings */
+  health: [health: BufferHealth]
+  /** readings were dropped and a gap entry announces them */
+  dropped: [info: DropInfo]
+  /** LevelDB was found damaged while running and was repaired or set aside */
+  recovered: [report: RecoveryReport]
 }
+
+interface EpochSpan { epoch: string, from: number }
+interface RunState { bootId: string, running: boolean }
+
+type LogStatus = 'opening' | 'open' | 'closing' | 'closed'
+
+const OK: BufferHealth = { accepting: true, reason: null }
+/** how old a size sample may be when a commit looks like it does not fit */
+const SAMPLE_WHEN_SHORT_MS = 50
+/** entries one drop decision looks at, at most: it holds their keys until its batch is written */
+const DROP_SCAN_LIMIT = 10_000
+/** retries of a failed write: the first after this, doubling up to the max */
+const RETRY_MIN_MS = 250
+const RETRY_MAX_MS = 10_000
+/** how often the TTL clock is saved, so a crash loses little buffer time */
+const CLOCK_SAVE_MS = 10_000
 
 export class DurableLog extends EventEmitter<DurableLogEvents> {
   readonly path: string
   private readonly db: ClassicLevel<Buffer, Buffer>
   private readonly options: DurableLogOptions
   private readonly clock: () => number
+  private readonly bounds: BufferBounds
+  private readonly usage: DiskUsage
+  private readonly gate = new Gate()
+  private readonly sublevels = new Set<ReturnType<DurableLog['sublevel']>>()
+  private ttlClock!: BufferClock
   private _status: LogStatus = 'opening'
   private epochs: EpochSpan[] = []
   private _lastSeq = 0
   private _lastCommittedPos = 0
+  private _lastCommittedSeq = 0
   private _ackPos = 0
-  private pending: PendingCommit | null = null
+  private _health: BufferHealth = OK
+  /** commits waiting to be written, oldest first; appends join the last one */
+  private queue: PendingCommit[] = []
   private writing: Promise<void> | null = null
-  private writeError: Error | null = null
   private unsyncedWrites = false
   private syncTimer: NodeJS.Timeout | null = null
+  private maintenanceTimer: NodeJS.Timeout | null = null
+  private maintaining: Promise<void> | null = null
+  private lastClockSave = 0
+  private lastTtlSweep = Number.NEGATIVE_INFINITY
   private ackTarget = 0 // the highest position asked to be acknowledged
   private acking: Promise<void> | null = null
   private closing: Promise<void> | null = null
+  /** aborts waits for space and write retries when the log closes */
+  private readonly stopping = new AbortController()
+  private spaceWaiter: (() => void) | null = null
+  private repairing: Promise<void> | null = null
+  /** set when a commit was abandoned (only while closing): later commits are abandoned with it */
+  private abandoned: BufferError | null = null
+  /**
+   * The highest position any read has returned. Drops never touch entries at or before it: the
+   * forwarder may hold them in flight or in its read-ahead, and a reading that is both delivered
+   * and announced as dropped would break the count.
+   */
+  private readHigh = 0
+  /** reads stop before this position while a commit that rewrites the entry there is written */
+  private readFence: number | null = null
+  /** the gap entry that is the last entry of the log, while it is (drop-newest extends it in place) */
+  private tailGap: { pos: number, gap: GapData } | null = null
+  /** the ack cursor when acknowledged entries were last compacted away */
+  private compactedPos = 0
+  /** bytes of readings acknowledged since the last compaction, estimated */
+  private deadBytes = 0
+  private bytesPerReading = 100
+  private readonly drops: Record<GapReason, number> = { overflow: 0, ttl: 0, rejected: 0, corrupt: 0 }
   report: OpenReport = { created: false, uncleanStop: false }
 
   private constructor (options: DurableLogOptions) {
@@ -97,7 +216,23 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     this.options = options
     this.path = options.path
     this.clock = options.clock ?? Date.now
-    this.db = new ClassicLevel<Buffer, Buffer>(options.path, { keyEncoding: 'buffer', valueEncoding: 'buffer' })
+    this.bounds = options.bounds ?? UNBOUNDED
+    this.usage = new DiskUsage(options.path, this.bounds, () => this.liveTables())
+    this.db = new ClassicLevel<Buffer, Buffer>(options.path, {
+      keyEncoding: 'buffer',
+      valueEncoding: 'buffer',
+      ...levelSizes(this.bounds.maxBytes)
+    })
+  }
+
+  /** The table files of LevelDB's current version, or null while it is not open. */
+  private liveTables (): Map<number, number> | null {
+    if (this.db.status !== 'open') return null
+    try {
+      return parseSstables(this.db.getProperty('leveldb.sstables'))
+    } catch {
+      return null
+    }
   }
 
   static async open (options: DurableLogOptions): Promise<DurableLog> {
@@ -113,38 +248,116 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
   get lastSeq (): number { return this._lastSeq }
   /** the position of the last entry that is written and readable */
   get lastCommittedPos (): number { return this._lastCommittedPos }
+  /** the highest seq that is written (as a reading or inside a gap) */
+  get lastCommittedSeq (): number { return this._lastCommittedSeq }
   /** every entry at or before this position has been acknowledged upstream and removed */
   get ackPos (): number { return this._ackPos }
+  /** whether the log accepts readings, and why not */
+  get health (): BufferHealth { return this._health }
+  /** readings dropped since the log opened, by reason */
+  get dropped (): Readonly<Record<GapReason, number>> { return { ...this.drops } }
+  /** the buffer's size on disk and the volume's free space, as last estimated, in bytes */
+  get diskUsage (): { bytes: number, free: number, maxBytes: number, minFreeDisk: number } {
+    return { bytes: this.usage.bytes, free: this.usage.free, maxBytes: this.bounds.maxBytes, minFreeDisk: this.bounds.minFreeDisk }
+  }
+
+  // ---- issue 4 (upstream): a neighbour store in the same database
+  /**
+   * A sublevel of the buffer's LevelDB for a neighbour store (the forwarder's dead letters): it
+   * shares the directory, the lock and the lifecycle, and its keys ('!name!...') never mix with
+   * the log's. Usable while the log is open.
+   */
+  sublevel (name: string) {
+    const sub = this.db.sublevel<Buffer, Buffer>(name, { keyEncoding: 'buffer', valueEncoding: 'buffer' })
+    // issue 3: a sublevel closes with its parent; the log reopens LevelDB after a failed write or
+    // a repair, and reopens the sublevels with it.
+    this.sublevels.add(sub)
+    return sub
+  }
+  // ---- end issue 4
+
+  // ------------------------------------------------------------------ opening
 
   private async openDb (): Promise<void> {
     await mkdir(this.path, { recursive: true })
     try {
-      await this.db.open()
-    } catch (cause) {
-      const code = (cause as { cause?: { code?: string } }).cause?.code
-      if (code === 'LEVEL_LOCKED') {
-        throw new BufferError('SLUICE_BUFFER_LOCKED', `the buffer at ${this.path} is in use by another process`, { cause })
-      }
-      throw new BufferError('SLUICE_BUFFER_OPEN_FAILED', `cannot open the buffer at ${this.path}`, { cause })
-    }
-    try {
+      await this.openLevel()
       await this.loadMeta()
     } catch (err) {
-      await this.db.close()
-      throw err
+      await this.closeLevelQuietly()
+      if (!isDamage(err)) throw asOpenError(err, this.path)
+      this.report.recovery = await this.recoverAtOpen(err)
     }
+    await this.usage.sample()
     this._status = 'open'
     if (this.options.sync === 'interval') {
       this.syncTimer = setInterval(() => { this.syncNow().catch(() => {}) }, this.options.syncIntervalMs)
       this.syncTimer.unref()
     }
+    this.maintenanceTimer = setInterval(() => { this.maintain() }, this.options.maintenanceIntervalMs ?? 1000)
+    this.maintenanceTimer.unref()
   }
 
-  private async loadMeta (): Promise<void> {
-    const [epochs, last, ack, state] = await this.db.getMany(
-      [metaKey('epochs'), metaKey('last'), metaKey('ack'), metaKey('state')])
+  private async openLevel (): Promise<void> {
+    try {
+      await this.db.open()
+    } catch (cause) {
+      if (levelCode(cause) === 'LEVEL_LOCKED') {
+        throw new BufferError('SLUICE_BUFFER_LOCKED', `the buffer at ${this.path} is in use by another process`, { cause })
+      }
+      throw cause
+    }
+  }
+
+  private async closeLevelQuietly (): Promise<void> {
+    try {
+      await this.db.close()
+    } catch {}
+  }
+
+  /**
+   * The buffer could not be opened or read at start because its files are damaged. LevelDB's
+   * repairer is tried first; if it fails, or leaves no usable buffer (its meta records lost), the
+   * directory is set aside whole and a fresh buffer starts. A repaired buffer continues under a
+   * new epoch (its last seq may be lost), and the seqs the repair could not save are announced as
+   * gaps with reason `corrupt`.
+   */
+  private async recoverAtOpen (problem: unknown): Promise<RecoveryReport> {
+    const report: RecoveryReport = { problem: describe(problem), action: 'repaired', files: 0, bytes: 0, lostSeqs: 0 }
+    const repair = await repairDatabase(this.path)
+    if (repair.ok) {
+      try {
+        await this.openLevel()
+        await this.loadMeta({ repaired: true })
+        report.lostSeqs = await this.announceHoles(this.epochs[this.epochs.length - 1].from - 1)
+        return report
+      } catch (err) {
+        if ((err as BufferError).code === 'SLUICE_BUFFER_LOCKED') throw err
+        await this.closeLevelQuietly()
+        report.problem += `; after a repair: ${describe(err)}`
+      }
+    } else {
+      report.problem += `; the repair failed: ${repair.error ?? 'unknown error'}`
+    }
+    const aside = await setAside(this.path)
+    Object.assign(report, { action: 'set-aside', setAsideTo: aside.to, files: aside.files, bytes: aside.bytes })
+    this.epochs = []
+    this._lastSeq = 0
+    this._ackPos = 0
+    await this.openLevel()
+    await this.loadMeta()
+    return report
+  }
+
+  private async loadMeta (opts: { repaired?: boolean } = {}): Promise<void> {
+    const [epochs, last, ack, state, clock] = await this.db.getMany(
+      [metaKey('epochs'), metaKey('last'), metaKey('ack'), metaKey('state'), metaKey('clock')])
     const bootId = this.options.bootId
+    let epochReason: EpochEventData['reason'] | null = null
     if (epochs === undefined) {
+      if (opts.repaired === true) {
+        throw new BufferError('SLUICE_BUFFER_CORRUPT', 'the repaired buffer has lost its epoch record')
+      }
       this.epochs = [{ epoch: newEpoch(), from: 1 }]
       this.report = { created: true, uncleanStop: false }
     } else {
@@ -156,35 +369,86 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
       this.report = { created: false, uncleanStop }
       // [SPEC 2.2] A process crash loses nothing LevelDB was given, so the epoch stays. A reboot
       // after an unclean stop may have lost unsynced writes that were already forwarded: their seqs
-      // could be handed out again for other readings, so new readings start a new epoch.
-      if (uncleanStop && previous.bootId !== bootId) {
-        const data: EpochEventData = {
-          epoch: newEpoch(),
-          previous: this.epoch,
-          lastDurableSeq: this._lastSeq,
-          reason: 'power-loss'
-        }
-        const from = this._lastSeq + 1
-        this.epochs = [...this.epochs, { epoch: data.epoch, from }]
-        this.report.newEpoch = data
-        await this.db.put(logKey(position(from, Slot.Epoch)), encodeEpochEvent(this.clock(), data))
-      }
+      // could be handed out again for other readings, so new readings start a new epoch. A repair
+      // may have lost the last records too.
+      if (opts.repaired === true) epochReason = 'repaired'
+      else if (uncleanStop && previous.bootId !== bootId) epochReason = 'power-loss'
     }
     this.pruneEpochs()
-    this._lastCommittedPos = await this.lastPosition()
+    const lastEntry = await this.lastEntry()
+    this._lastCommittedPos = lastEntry.pos
+    if (epochReason === 'repaired') {
+      // A repair can leave entries past the recorded last seq (the record of it was lost): the
+      // new epoch begins after every seq still on disk.
+      this._lastSeq = Math.max(this._lastSeq, readingSeqAtOrBefore(this._lastCommittedPos))
+    }
+    this._lastCommittedSeq = this._lastSeq
+    if (epochReason !== null) await this.beginEpoch(epochReason)
     this.ackTarget = this._ackPos
+    this.compactedPos = this._ackPos
+    this.readHigh = this._ackPos
+    this.ttlClock = new BufferClock(clock === undefined ? undefined : decodeMeta<StoredClock>(clock), {
+      bootId,
+      uptime: this.options.uptime ?? osUptime,
+      monotonic: this.options.monotonic ?? (() => performance.now())
+    }, lastEntry.storedAt)
     await this.db.batch([
       { type: 'put', key: metaKey('epochs'), value: encodeMeta(this.epochs) },
-      { type: 'put', key: metaKey('state'), value: encodeMeta({ bootId, running: true } satisfies RunState) }
+      { type: 'put', key: metaKey('state'), value: encodeMeta({ bootId, running: true } satisfies RunState) },
+      { type: 'put', key: metaKey('clock'), value: encodeMeta(this.ttlClock.save()) }
     ], { sync: true })
   }
 
-  /** The position of the last entry on disk (a seek, not a scan), or the ack cursor when none is. */
-  private async lastPosition (): Promise<number> {
-    for await (const key of this.db.keys({ gt: logKey(this._ackPos), lt: LOG_END, reverse: true, limit: 1 })) {
-      return positionOf(key)
+  private async beginEpoch (reason: EpochEventData['reason']): Promise<void> {
+    const data: EpochEventData = { epoch: newEpoch(), previous: this.epoch, lastDurableSeq: this._lastSeq, reason }
+    const from = this._lastSeq + 1
+    this.epochs = [...this.epochs, { epoch: data.epoch, from }]
+    this.report.newEpoch = data
+    const pos = position(from, Slot.Epoch)
+    await this.db.put(logKey(pos), encodeEpochEvent(this.clock(), data))
+    this._lastCommittedPos = Math.max(this._lastCommittedPos, pos)
+  }
+
+  /**
+   * After a repair: finds the seqs past the ack cursor that no entry covers any more and writes a
+   * `corrupt` gap for each run of them, so the receiver is told [SPEC 2.3]. Scans the backlog once.
+   */
+  private async announceHoles (upToSeq: number): Promise<number> {
+    const firstSeq = slotOf(this._ackPos) === Slot.Reading || this._ackPos === 0 ? seqOf(this._ackPos) + 1 : null
+    const { holes } = await findHoles(
+      this.db.iterator({ gt: logKey(this._ackPos), lt: logKey(position(upToSeq + 1, Slot.Epoch)) }),
+      firstSeq,
+      upToSeq
+    )
+    if (holes.length === 0) return 0
+    const now = this.clock()
+    let lost = 0
+    const ops = holes.map((hole) => {
+      const gap: GapData = { from: hole.from, to: hole.to, count: hole.to - hole.from + 1, reason: 'corrupt' }
+      lost += gap.count
+      return { type: 'put' as const, key: logKey(position(hole.from, Slot.Gap)), value: encodeGap(now, gap) }
+    })
+    await this.db.batch(ops, { sync: true })
+    this._lastCommittedPos = Math.max(this._lastCommittedPos, ...holes.map((h) => position(h.from, Slot.Gap)))
+    this.drops.corrupt += lost
+    return lost
+  }
+
+  /**
+   * The position of the last entry on disk (a seek, not a scan), or the ack cursor when none is,
+   * and when it is a reading, its buffer time: the TTL clock never starts behind it.
+   */
+  private async lastEntry (): Promise<{ pos: number, storedAt: number }> {
+    for await (const [key, value] of this.db.iterator({ gt: logKey(this._ackPos), lt: LOG_END, reverse: true, limit: 1 })) {
+      const pos = positionOf(key)
+      let storedAt = 0
+      try {
+        const entry = decodeEntry(pos, seqOf(pos), '', value)
+        if (entry.kind === 'reading') storedAt = entry.storedAt
+      } catch {}
+      return { pos, storedAt }
     }
-    return this._ackPos
+    return { pos: this._ackPos, storedAt: 0 }
   }
 
   /** Drops epoch spans that no unacknowledged entry belongs to any more (keeps the current one). */
@@ -200,31 +464,53 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     return this.epochs[0].epoch
   }
 
+  // ------------------------------------------------------------------ appending
+
   /**
    * Gives the reading the next seq and queues it for the next group commit. `durable` resolves
-   * when the commit is written (and fsynced with `sync: 'always'`); it rejects if the write fails.
+   * when the commit is written (and fsynced with `sync: 'always'`). While writes fail it waits,
+   * the write being retried; it rejects only if the log closes first.
    */
-  append (reading: ReadingInput): { seq: number, durable: Promise<void> } {
+  append (reading: ReadingInput, options: AppendOptions = {}): AppendResult {
     if (this._status !== 'open') {
       throw new BufferError('SLUICE_BUFFER_NOT_OPEN', `the buffer is ${this._status}`)
     }
     const seq = ++this._lastSeq
-    if (this.pending === null) {
-      this.pending = { ops: [], readings: 0, lastSeq: 0, done: deferred() }
+    const commit = this.openCommit()
+    // [SPEC 2.6] A sender MQTT cannot slow down meets a buffer that holds commits back: queueing
+    // its reading would grow memory without bound, so it is dropped, its seq announced by a gap.
+    if (options.canWait === false && !this._health.accepting) {
+      commit.addDropped(seq)
+      this.countDrop({ reason: 'overflow', from: seq, to: seq, count: 1 })
+      return { seq, durable: commit.done.promise, dropped: true }
+    }
+    commit.addReading(seq, encodeReading(reading, this.ttlClock.now()))
+    return { seq, durable: commit.done.promise, dropped: false }
+  }
+
+  /** The commit appends join: the last queued one, unless it is full. */
+  private openCommit (): PendingCommit {
+    let commit = this.queue[this.queue.length - 1]
+    // A commit is capped so that one always fits in a small buffer and a blocked buffer resumes
+    // as soon as a commit's worth of space is free.
+    if (commit === undefined || commit.bytes >= this.commitCap()) {
+      commit = new PendingCommit()
+      this.queue.push(commit)
       // Starting the commit on the next tick lets every append of this tick (aedes handles a whole
       // socket read at once) share the write.
       if (this.writing === null) queueMicrotask(() => { this.startCommit() })
     }
-    this.pending.ops.push({ type: 'put', key: logKey(position(seq, Slot.Reading)), value: encodeReading(reading) })
-    this.pending.readings++
-    this.pending.lastSeq = seq
-    return { seq, durable: this.pending.done.promise }
+    return commit
+  }
+
+  private commitCap (): number {
+    const max = this.bounds.maxBytes
+    return Number.isFinite(max) ? Math.min(4 * 1024 * 1024, Math.max(16 * 1024, Math.floor(max / 32))) : 4 * 1024 * 1024
   }
 
   private startCommit (): void {
-    const commit = this.pending
-    if (commit === null || this.writing !== null) return
-    this.pending = null
+    if (this.writing !== null || this.queue.length === 0) return
+    const commit = this.queue.shift() as PendingCommit
     this.writing = this.writeCommit(commit).finally(() => {
       this.writing = null
       this.startCommit()
@@ -233,27 +519,272 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
 
   private async writeCommit (commit: PendingCommit): Promise<void> {
     try {
-      if (this.writeError !== null) throw this.writeError
-      await this.options.beforeCommit?.(commit.readings)
-      commit.ops.push({ type: 'put', key: metaKey('last'), value: encodeMeta(commit.lastSeq) })
-      const sync = this.options.sync === 'always'
-      const started = performance.now()
-      await this.db.batch(commit.ops, { sync })
-      const durationMs = performance.now() - started
-      this.unsyncedWrites = !sync
-      this._lastCommittedPos = position(commit.lastSeq, Slot.Reading)
+      // Seqs are contiguous on disk: once a commit is abandoned (closing while it was held back),
+      // every later one is too, or the log would have a hole nobody announces.
+      if (this.abandoned !== null) throw this.abandoned
+      await this.makeRoom(commit)
+      const merge = await this.mergeTarget(commit)
+      const ops = commit.ops(this.clock(), merge)
+      const bytes = ops.reduce((sum, op) => sum + op.key.length + (op.type === 'put' ? op.value.length : 0) + PER_OP_OVERHEAD, 0)
+      const durationMs = await this.writeWithRetry(ops, commit.readings)
+      this.readFence = null
+      this.unsyncedWrites = this.options.sync !== 'always'
+      this.usage.noteWritten(bytes)
+      const last = commit.lastEntry(merge)
+      this.tailGap = last.gap === null ? null : { pos: last.pos, gap: last.gap }
+      this._lastCommittedPos = Math.max(this._lastCommittedPos, last.pos)
+      this._lastCommittedSeq = commit.lastSeq
+      if (commit.readings > 0) this.bytesPerReading = Math.round(0.9 * this.bytesPerReading + 0.1 * (bytes / commit.readings))
       commit.done.resolve()
       this.emit('committed', this._lastCommittedPos)
-      let bytes = 0
-      for (const op of commit.ops) bytes += op.key.length + op.value.length
       this.emit('commit', { readings: commit.readings, bytes, durationMs })
     } catch (cause) {
-      // Seqs already handed out for this commit can't be reused: a later commit would leave a gap
-      // the receiver is never told of. So a failed write stops the log until it is reopened.
-      this.writeError ??= new BufferError('SLUICE_BUFFER_WRITE_FAILED', 'a write to the buffer failed', { cause })
-      commit.done.reject(this.writeError)
+      this.readFence = null
+      // Only closing ends a commit unwritten: its readings were never acknowledged to anyone.
+      const err = cause instanceof BufferError ? cause : new BufferError('SLUICE_BUFFER_WRITE_FAILED', 'a write to the buffer failed', { cause })
+      this.abandoned ??= err
+      commit.done.reject(err)
     }
   }
+
+  /**
+   * Writes one commit's batch; on failure retries the very same batch (same seqs) with backoff,
+   * reopening LevelDB before each retry, until it is written or the log closes. Resolves with the
+   * duration of the write that succeeded.
+   */
+  private async writeWithRetry (ops: WriteOp[], readings: number): Promise<number> {
+    const sync = this.options.sync === 'always'
+    let delay = RETRY_MIN_MS
+    for (let attempt = 0; ; attempt++) {
+      try {
+        if (attempt > 0) await this.reopen()
+        await this.options.beforeCommit?.(readings)
+        const started = performance.now()
+        await this.gate.shared(async () => { await this.db.batch(ops, { sync }) })
+        const durationMs = performance.now() - started
+        if (this._health.reason === 'write-failed') {
+          this.setHealth(OK)
+          if (this.ackTarget > this._ackPos) this.ack(this.ackTarget).catch(() => {})
+        }
+        return durationMs
+      } catch (err) {
+        if (this.stopping.signal.aborted) throw err
+        if (this._health.reason !== 'write-failed') {
+          this.setHealth({
+            accepting: false,
+            reason: 'write-failed',
+            code: 'SLUICE_BUFFER_WRITE_FAILED',
+            detail: `writes to the buffer fail: ${describe(err)}; retrying, readings are held back meanwhile`
+          })
+        }
+        try {
+          await sleep(delay, undefined, { signal: this.stopping.signal, ref: false })
+        } catch {
+          throw err
+        }
+        delay = Math.min(RETRY_MAX_MS, delay * 2)
+      }
+    }
+  }
+
+  /** Closes and reopens LevelDB (and the sublevels on it), which clears a failed write's lasting error. */
+  private async reopen (): Promise<void> {
+    await this.gate.exclusive(async () => {
+      await this.closeLevelQuietly()
+      await this.db.open()
+      for (const sub of this.sublevels) await sub.open().catch(() => {})
+    })
+  }
+
+  /**
+   * A commit that begins with dropped seqs right after the gap that ends the log extends that gap
+   * in place, so that a buffer that stays full writes one gap, not one per commit. Only while the
+   * forwarder has not read that gap: reads are fenced off it until the commit is written.
+   */
+  private async mergeTarget (commit: PendingCommit): Promise<{ pos: number, gap: GapData } | null> {
+    const lead = commit.leadingGap
+    const tail = this.tailGap
+    if (lead === null || tail === null || tail.gap.reason !== lead.reason || tail.gap.to + 1 !== lead.from) return null
+    return await this.gate.exclusive(async () => {
+      if (this.tailGap !== tail || tail.pos <= this.readHigh) return null
+      this.readFence = tail.pos
+      return tail
+    })
+  }
+
+  // ------------------------------------------------------------------ bounds
+
+  /**
+   * Waits until the commit fits under the bounds, or applies the overflow policy. Compacting what
+   * the upstream acknowledged comes first: it drops nothing.
+   */
+  private async makeRoom (commit: PendingCommit): Promise<void> {
+    if (!Number.isFinite(this.bounds.maxBytes) && this.bounds.minFreeDisk === 0) return
+    for (;;) {
+      if (this.usage.room().bytes < commit.bytes) await this.usage.sampleIfOlder(SAMPLE_WHEN_SHORT_MS)
+      const room = this.usage.room()
+      if (room.bytes >= commit.bytes) break
+      if (await this.compactAcknowledged()) continue
+      if (this.bounds.overflow === 'drop-newest') {
+        const { dropped, gap } = commit.keepPrefix(room.bytes)
+        if (gap !== null && dropped > 0) this.countDrop({ reason: 'overflow', from: gap.from, to: gap.to, count: dropped })
+        break
+      }
+      if (this.bounds.overflow === 'drop-oldest' && await this.dropOldest(commit.bytes - room.bytes)) continue
+      if (this._health.reason !== room.shortage) {
+        this.setHealth({
+          accepting: false,
+          reason: room.shortage,
+          code: 'SLUICE_BUFFER_FULL',
+          detail: room.shortage === 'full'
+            ? `the buffer is full (buffer.maxBytes ${this.bounds.maxBytes} bytes); PUBACKs are held back until the upstream acknowledges readings`
+            : `the disk is nearly full (less than buffer.minFreeDisk ${this.bounds.minFreeDisk} bytes free); readings are held back`
+        })
+      }
+      await this.waitForSpace()
+    }
+    if (this._health.reason === 'full' || this._health.reason === 'disk-low') this.setHealth(OK)
+  }
+
+  /** Resolves when space may have been freed (an ack, a drop, the next maintenance round). */
+  private async waitForSpace (): Promise<void> {
+    if (this.stopping.signal.aborted) throw new BufferError('SLUICE_BUFFER_NOT_OPEN', 'the buffer closed while it was full')
+    await new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => { done(); reject(new BufferError('SLUICE_BUFFER_NOT_OPEN', 'the buffer closed while it was full')) }
+      const timer = setTimeout(() => { done(); resolve() }, this.options.maintenanceIntervalMs ?? 1000)
+      const done = (): void => {
+        clearTimeout(timer)
+        this.stopping.signal.removeEventListener('abort', onAbort)
+        this.spaceWaiter = null
+      }
+      this.spaceWaiter = () => { done(); resolve() }
+      this.stopping.signal.addEventListener('abort', onAbort)
+    })
+  }
+
+  private wakeSpaceWaiter (): void {
+    this.spaceWaiter?.()
+  }
+
+  /**
+   * Gives back the space of entries acknowledged upstream. LevelDB deletes by writing tombstones;
+   * the space returns only when a compaction rewrites the tables holding the deleted entries, so
+   * the log asks for one over the acknowledged range. Returns whether there was anything to do.
+   */
+  private async compactAcknowledged (): Promise<boolean> {
+    const from = this.compactedPos
+    const to = this._ackPos
+    if (to <= from) return false
+    this.compactedPos = to
+    this.deadBytes = 0
+    await this.compact(logKey(from), logKey(to))
+    return true
+  }
+
+  private async compact (start: Buffer, end: Buffer): Promise<void> {
+    try {
+      await this.gate.shared(async () => { await this.db.compactRange(start, end) })
+    } catch {
+      // A failed compaction only delays getting the space back; the write path reports real faults.
+    }
+    await this.usage.sample()
+  }
+
+  /**
+   * drop-oldest: drops the oldest readings the forwarder has not read, enough to free `deficit`
+   * bytes plus a little slack (so a full buffer does not drop and compact once per commit), then
+   * compacts them away. Returns false when there is nothing to drop.
+   */
+  private async dropOldest (deficit: number): Promise<boolean> {
+    const target = deficit + dropSlack(this.bounds.maxBytes)
+    const plan = await this.drop('overflow', (_reading, bytes) => bytes < target)
+    if (plan === null) return false
+    await this.compact(plan.firstKey, plan.lastKey)
+    return true
+  }
+
+  /**
+   * Drops one run of readings past what the forwarder has read (retention.ts plans it), writing
+   * their deletion and the gap entry in one batch. Runs exclusive of reads.
+   */
+  private async drop (reason: GapReason, keep: DropPredicate): Promise<{ firstKey: Buffer, lastKey: Buffer } | null> {
+    return await this.gate.exclusive(async () => {
+      const start = Math.max(this._ackPos, this.readHigh)
+      const end = this.readFence === null ? LOG_END : logKey(this.readFence)
+      const plan = await planDrop(this.db.iterator({ gt: logKey(start), lt: end, limit: DROP_SCAN_LIMIT }), reason, keep, this.clock())
+      if (plan === null) return null
+      await this.db.batch(plan.ops)
+      this.usage.noteWritten(plan.ops.length * (9 + PER_OP_OVERHEAD) + 64)
+      if (this.tailGap !== null && plan.absorbed.includes(this.tailGap.pos)) this.tailGap = null
+      this._lastCommittedPos = Math.max(this._lastCommittedPos, plan.gapPos)
+      this.countDrop({ reason, from: plan.gap.from, to: plan.gap.to, count: plan.readings })
+      return { firstKey: plan.firstKey, lastKey: plan.lastKey }
+    })
+  }
+
+  private countDrop (info: DropInfo): void {
+    this.drops[info.reason] += info.count
+    this.emit('dropped', info)
+  }
+
+  private setHealth (health: BufferHealth): void {
+    if (health.accepting === this._health.accepting && health.reason === this._health.reason) return
+    this._health = health
+    this.emit('health', health)
+  }
+
+  // ------------------------------------------------------------------ maintenance
+
+  /**
+   * Once a second: samples the size, saves the TTL clock, drops expired readings, and compacts
+   * acknowledged entries away once they hold a good part of the bound. Rounds never overlap.
+   */
+  private maintain (): void {
+    if (this.maintaining !== null || this._status !== 'open') return
+    this.maintaining = this.maintenanceRound().catch(() => {}).finally(() => { this.maintaining = null })
+  }
+
+  private async maintenanceRound (): Promise<void> {
+    const now = performance.now()
+    if (this.usage.written > 0 || now - this.usage.sampledAt > 10_000) await this.usage.sample()
+    if (now - this.lastClockSave >= CLOCK_SAVE_MS) {
+      this.lastClockSave = now
+      await this.gate.shared(async () => { await this.db.put(metaKey('clock'), encodeMeta(this.ttlClock.save())) })
+    }
+    if (this.bounds.ttlMs > 0 && now - this.lastTtlSweep >= ttlSweepInterval(this.bounds.ttlMs)) {
+      this.lastTtlSweep = now
+      await this.expire()
+    }
+    // Compaction rewrites tables (flash wear), so it waits until the acknowledged garbage is worth
+    // it: a quarter of the bound, or 64 MiB. A buffer that fills compacts at once (makeRoom).
+    if (Number.isFinite(this.bounds.maxBytes) && this.deadBytes >= Math.min(this.bounds.maxBytes / 4, 64 * 1024 * 1024)) {
+      await this.compactAcknowledged()
+    }
+    this.wakeSpaceWaiter()
+  }
+
+  /** Drops the readings that have been in the buffer longer than the TTL (in buffer time, clock.ts). */
+  async expire (): Promise<number> {
+    const cutoff = this.ttlClock.now() - this.bounds.ttlMs
+    let dropped = 0
+    let first: Buffer | null = null
+    let last: Buffer | null = null
+    for (;;) {
+      const before = this.drops.ttl
+      const plan = await this.drop('ttl', (reading) => reading.storedAt <= cutoff)
+      if (plan === null) break
+      dropped += this.drops.ttl - before
+      first ??= plan.firstKey
+      last = plan.lastKey
+    }
+    if (first !== null && last !== null) {
+      await this.compact(first, last)
+      this.wakeSpaceWaiter()
+    }
+    return dropped
+  }
+
+  // ------------------------------------------------------------------ reading and acknowledging
 
   /** Forces everything written so far to disk. */
   async syncNow (): Promise<void> {
@@ -261,51 +792,151 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     this.unsyncedWrites = false
     // A synced write fsyncs LevelDB's log file, and with it every earlier unsynced write.
     const state: RunState = { bootId: this.options.bootId, running: true }
-    await this.db.put(metaKey('state'), encodeMeta(state), { sync: true })
+    await this.gate.shared(async () => { await this.db.put(metaKey('state'), encodeMeta(state), { sync: true }) })
   }
 
-  /** Committed entries after position `after`, in order, at most `limit` of them. */
+  /**
+   * Committed entries after position `after`, in order, at most `limit` of them. A reading whose
+   * record cannot be decoded comes back as a one-seq gap with reason `corrupt`, so one bad record
+   * never stalls the forwarder.
+   */
   async read (after: number, limit: number): Promise<LogEntry[]> {
     if (this._status !== 'open' && this._status !== 'closing') {
       throw new BufferError('SLUICE_BUFFER_NOT_OPEN', `the buffer is ${this._status}`)
     }
     if (after >= this._lastCommittedPos) return []
-    const entries: LogEntry[] = []
-    // Only committed entries are ever in LevelDB, so the scan needs no upper bound of its own.
-    for await (const [key, value] of this.db.iterator({ gt: logKey(after), lt: LOG_END, limit })) {
-      const pos = positionOf(key)
-      const seq = seqOf(pos)
-      entries.push(decodeEntry(pos, seq, this.epochOf(seq), value))
+    try {
+      return await this.readEntries(after, limit)
+    } catch (err) {
+      if (!isDamage(err) || this._status !== 'open') throw err
+      this.repairing ??= this.repairRunning(err).finally(() => { this.repairing = null })
+      await this.repairing
+      return await this.readEntries(after, limit)
     }
-    return entries
+  }
+
+  private async readEntries (after: number, limit: number): Promise<LogEntry[]> {
+    return await this.gate.shared(async () => {
+      const entries: LogEntry[] = []
+      const end = this.readFence === null ? LOG_END : logKey(this.readFence)
+      // Only committed entries are ever in LevelDB, so the scan needs no upper bound of its own.
+      for await (const [key, value] of this.db.iterator({ gt: logKey(after), lt: end, limit })) {
+        const pos = positionOf(key)
+        const seq = seqOf(pos)
+        try {
+          entries.push(decodeEntry(pos, seq, this.epochOf(seq), value))
+        } catch {
+          if (slotOf(pos) !== Slot.Reading) continue
+          const data: GapData = { from: seq, to: seq, count: 1, reason: 'corrupt' }
+          entries.push({ kind: 'gap', pos, seq, epoch: this.epochOf(seq), time: this.clock(), data })
+          if (pos > this.readHigh) this.countDrop({ reason: 'corrupt', from: seq, to: seq, count: 1 })
+        }
+      }
+      if (entries.length > 0) this.readHigh = Math.max(this.readHigh, entries[entries.length - 1].pos)
+      return entries
+    })
+  }
+
+  /**
+   * LevelDB reported damage while running (a table that cannot be read). Repairs it in place,
+   * announcing what the repair lost; if the repair fails, sets the directory aside and goes on
+   * with a fresh database under the same epoch and seqs, announcing the whole unacknowledged
+   * backlog as lost. Either way the log keeps running [SPEC 6: no crash loop].
+   */
+  private async repairRunning (problem: unknown): Promise<void> {
+    const report: RecoveryReport = { problem: describe(problem), action: 'repaired', files: 0, bytes: 0, lostSeqs: 0 }
+    this.setHealth({ accepting: false, reason: 'repairing', code: 'SLUICE_BUFFER_CORRUPT', detail: `the buffer is damaged and being repaired: ${report.problem}` })
+    await this.gate.exclusive(async () => {
+      await this.closeLevelQuietly()
+      const repair = await repairDatabase(this.path)
+      let repaired = repair.ok
+      if (repaired) {
+        try {
+          await this.db.open()
+          report.lostSeqs = await this.announceHoles(this._lastCommittedSeq)
+          await this.db.batch(this.metaOps(), { sync: true })
+        } catch (err) {
+          repaired = false
+          report.problem += `; after a repair: ${describe(err)}`
+          await this.closeLevelQuietly()
+        }
+      }
+      if (!repaired) {
+        const aside = await setAside(this.path)
+        Object.assign(report, { action: 'set-aside', setAsideTo: aside.to, files: aside.files, bytes: aside.bytes })
+        await this.db.open()
+        // The fresh database carries the log on: same epochs and seqs, the lost backlog announced.
+        const first = readingSeqAtOrBefore(this._ackPos) + 1
+        const ops = this.metaOps()
+        if (this._lastCommittedSeq >= first) {
+          const gap: GapData = { from: first, to: this._lastCommittedSeq, count: this._lastCommittedSeq - first + 1, reason: 'corrupt' }
+          ops.push({ type: 'put', key: logKey(position(first, Slot.Gap)), value: encodeGap(this.clock(), gap) })
+          report.lostSeqs = gap.count
+          this.drops.corrupt += gap.count
+        }
+        await this.db.batch(ops, { sync: true })
+        this.readHigh = this._ackPos
+        this.tailGap = null
+      }
+      for (const sub of this.sublevels) await sub.open().catch(() => {})
+    })
+    this.setHealth(OK)
+    this.emit('recovered', report)
+    this.emit('committed', this._lastCommittedPos)
+  }
+
+  /** The meta records as the running log knows them, to rewrite after a repair may have lost them. */
+  private metaOps (): WriteOp[] {
+    return [
+      { type: 'put', key: metaKey('epochs'), value: encodeMeta(this.epochs) },
+      { type: 'put', key: metaKey('last'), value: encodeMeta(this._lastCommittedSeq) },
+      { type: 'put', key: metaKey('ack'), value: encodeMeta(this._ackPos) },
+      { type: 'put', key: metaKey('state'), value: encodeMeta({ bootId: this.options.bootId, running: true } satisfies RunState) },
+      { type: 'put', key: metaKey('clock'), value: encodeMeta(this.ttlClock.save()) }
+    ]
   }
 
   /**
    * Records that every entry up to `upTo` is acknowledged upstream: removes them and persists the
    * cursor. Calls coalesce; the promise resolves once the cursor is at least `upTo` on disk.
+   * While writes fail, the cursor is kept in memory and written once they succeed again (until
+   * then a restart resends those entries, which is safe).
    */
   async ack (upTo: number): Promise<void> {
     if (upTo > this.ackTarget) this.ackTarget = upTo
     while (this._ackPos < upTo) {
+      if (this._health.reason === 'write-failed') return
       this.acking ??= this.writeAck(this.ackTarget).finally(() => { this.acking = null })
       await this.acking
     }
   }
 
   private async writeAck (upTo: number): Promise<void> {
-    // Delete first, then move the cursor: a crash in between leaves the cursor behind, which
-    // only means entries already gone are looked for again, never a record left behind for good.
-    await this.db.clear({ gt: logKey(this._ackPos), lte: logKey(upTo) })
-    await this.db.put(metaKey('ack'), encodeMeta(upTo))
+    await this.gate.shared(async () => {
+      // Delete first, then move the cursor: a crash in between leaves the cursor behind, which
+      // only means entries already gone are looked for again, never a record left behind for good.
+      await this.db.clear({ gt: logKey(this._ackPos), lte: logKey(upTo) })
+      await this.db.put(metaKey('ack'), encodeMeta(upTo))
+    })
+    const seqs = Math.max(0, readingSeqAtOrBefore(upTo) - readingSeqAtOrBefore(this._ackPos))
+    this.usage.noteWritten(seqs * (9 + PER_OP_OVERHEAD))
+    this.deadBytes += seqs * this.bytesPerReading
     this._ackPos = upTo
+    if (upTo > this.readHigh) this.readHigh = upTo
     const before = this.epochs.length
     this.pruneEpochs()
-    if (this.epochs.length !== before) await this.db.put(metaKey('epochs'), encodeMeta(this.epochs))
+    if (this.epochs.length !== before) {
+      await this.gate.shared(async () => { await this.db.put(metaKey('epochs'), encodeMeta(this.epochs)) })
+    }
+    this.wakeSpaceWaiter()
   }
+
+  // ------------------------------------------------------------------ closing
 
   /**
    * Finishes the commit in progress and any queued one, persists the ack cursor, fsyncs, marks a
-   * clean stop and closes LevelDB. Safe to call more than once.
+   * clean stop and closes LevelDB. Commits held back by a full buffer or by failing writes are
+   * abandoned (their readings were never acknowledged to a sensor). Safe to call more than once.
    */
   async close (): Promise<void> {
     if (this.closing !== null) return await this.closing
@@ -316,31 +947,55 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
   private async closeDb (): Promise<void> {
     if (this._status === 'closed') return
     this._status = 'closing'
+    this.stopping.abort()
     if (this.syncTimer !== null) clearInterval(this.syncTimer)
-    while (this.writing !== null || this.pending !== null) {
+    if (this.maintenanceTimer !== null) clearInterval(this.maintenanceTimer)
+    while (this.writing !== null || this.queue.length > 0) {
       if (this.writing === null) this.startCommit()
       await this.writing
     }
     while (this.acking !== null) await this.acking
-    if (this.writeError === null) {
-      await this.db.put(metaKey('state'), encodeMeta({ bootId: this.options.bootId, running: false } satisfies RunState), { sync: true })
+    while (this.maintaining !== null) await this.maintaining
+    if (this.db.status === 'open' && this._health.reason !== 'write-failed') {
+      try {
+        await this.db.batch([
+          { type: 'put', key: metaKey('clock'), value: encodeMeta(this.ttlClock.save()) },
+          { type: 'put', key: metaKey('state'), value: encodeMeta({ bootId: this.options.bootId, running: false } satisfies RunState) }
+        ], { sync: true })
+      } catch {
+        // The next start sees an unclean stop: that costs nothing but a log line.
+      }
     }
-    await this.db.close()
+    await this.closeLevelQuietly()
     this._status = 'closed'
   }
 }
 
-function newEpoch (): string {
-  return randomBytes(16).toString('hex')
+/**
+ * What drop-oldest frees beyond what the commit needs: each drop is followed by a compaction (to
+ * get the space back), so dropping in small steps would compact once per commit. 1/64 of the
+ * bound, 64 KiB to 16 MiB: a full 1 GiB buffer drops its oldest 16 MiB at a time.
+ */
+function dropSlack (maxBytes: number): number {
+  return Math.min(16 * 1024 * 1024, Math.max(64 * 1024, Math.floor(maxBytes / 64)))
 }
 
-interface Deferred { promise: Promise<void>, resolve: () => void, reject: (err: Error) => void }
+/** How often expired readings are looked for: a twentieth of the TTL, between 1 s and 60 s. */
+function ttlSweepInterval (ttlMs: number): number {
+  return Math.min(60_000, Math.max(1000, Math.floor(ttlMs / 20)))
+}
 
-function deferred (): Deferred {
-  let resolve!: () => void
-  let reject!: (err: Error) => void
-  const promise = new Promise<void>((res, rej) => { resolve = res; reject = rej })
-  // A commit nobody awaits (QoS 0 readings) must not become an unhandled rejection.
-  promise.catch(() => {})
-  return { promise, resolve, reject }
+function asOpenError (err: unknown, path: string): Error {
+  if (err instanceof BufferError) return err
+  return new BufferError('SLUICE_BUFFER_OPEN_FAILED', `cannot open the buffer at ${path}: ${describe(err)}`, { cause: err })
+}
+
+function describe (err: unknown): string {
+  const e = err as { message?: string, cause?: { message?: string } } | null
+  const inner = e?.cause?.message
+  return inner !== undefined && inner !== '' ? inner : String(e?.message ?? err)
+}
+
+function newEpoch (): string {
+  return randomBytes(16).toString('hex')
 }

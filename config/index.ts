@@ -2,6 +2,6 @@
 // nothing else of sluice's.
 export { ConfigError, type ConfigIssue } from './errors.js'
 export { configJsonSchema, configJsonSchemaText } from './json-schema.js'
-export { loadConfig, parseConfig, parseYaml, PASSWORD_ENV, redactConfig, resolveSecrets, validateConfig } from './load.js'
+export { loadConfig, parseConfig, parseYaml, PASSWORD_ENV, readPasswordFile, redactConfig, resolveSecrets, validateConfig } from './load.js'
 export { configSchema, type SluiceConfig, type SluiceConfigInput } from './schema.js'
 export { formatListen, type ListenAddress, parseDuration, parseSize } from './values.js'

@@ -61,9 +61,13 @@ export async function resolveSecrets (config: SluiceConfig, env: NodeJS.ProcessE
   return deepFreeze(structuredClone({ ...config, upstream: { ...upstream, password } }))
 }
 
-async function readPasswordFile (file: string): Promise<string> {
+/**
+ * Reads a secret from a file (one trailing newline trimmed). An unreadable or empty file is a
+ * config error at `keyPath`.
+ */
+export async function readPasswordFile (file: string, keyPath = 'upstream.passwordFile'): Promise<string> {
   const fail = (message: string, cause?: unknown): ConfigError =>
-    new ConfigError([{ path: 'upstream.passwordFile', message }], { cause })
+    new ConfigError([{ path: keyPath, message }], { cause })
   let text: string
   try {
     text = await readFile(file, 'utf8')
@@ -79,6 +83,9 @@ async function readPasswordFile (file: string): Promise<string> {
 export function redactConfig (config: SluiceConfig): SluiceConfig {
   const copy = structuredClone(config)
   if (copy.upstream.password !== undefined) copy.upstream.password = REDACTED
+  for (const subscription of copy.ingest.subscribe) {
+    if (subscription.password !== undefined) subscription.password = REDACTED
+  }
   return deepFreeze(copy)
 }
 

@@ -129,11 +129,33 @@ const broker = section(
   }
 )
 
-const subscription = z.strictObject({
-  url: mqttUrl().describe('URL of the local broker, e.g. "mqtt://127.0.0.1:1884".'),
-  topics: z.array(topicFilter()).min(1).describe('Topic filters to subscribe to.'),
-  clientId: z.string().min(1).optional().describe('Client id of a persistent session, so the local broker queues readings while sluice restarts.')
-})
+// -- subscribe adapter (issue 4): one entry per subscription to an existing local broker
+const subscription = section(
+  {
+    url: mqttUrl().describe('URL of the local broker, e.g. "mqtt://127.0.0.1:1884".'),
+    topics: z.array(topicFilter()).min(1).describe('Topic filters to subscribe to, e.g. "sensors/#". Of what arrives, only readings on ingest.topics are forwarded.'),
+    clientId: z.string().min(1).optional().describe('Client id of sluice\'s persistent session on the local broker, which queues readings while sluice restarts. Default: "{gateway.id}-ingest" (then "-ingest-2", "-ingest-3"... for further entries).'),
+    qos: z
+      .union([z.literal(0), z.literal(1)], { error: (iss) => `expected 0 or 1, got ${show(iss.input)}` })
+      .default(1)
+      .describe('QoS of the subscription: 1 (the local broker keeps each reading until sluice has stored it, and queues while sluice is away) or 0 (readings can be lost).'),
+    username: z.string().optional().describe('MQTT user name on the local broker.'),
+    password: z.string().optional().describe('MQTT password on the local broker. Better: passwordFile.'),
+    passwordFile: z.string().min(1).optional().describe('Path of a file holding the local broker\'s MQTT password (a trailing newline is ignored). Not together with password.')
+  },
+  {},
+  (value, ctx) => {
+    if (value.password !== undefined && value.passwordFile !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['password'], message: 'give either password or passwordFile, not both' })
+    }
+  }
+)
+
+/** The default client id of the `index`th subscription (see subscription.clientId). */
+function subscribeClientId (gatewayId: string, index: number): string {
+  return index === 0 ? `${gatewayId}-ingest` : `${gatewayId}-ingest-${index + 1}`
+}
+// -- end subscribe adapter
 
 const forwardedTopic = topicFilter().refine((filter) => !/^\$SYS(\/|$)/.test(filter), {
   error: (iss) => `$SYS topics are never forwarded, got ${show(iss.input)}`
@@ -146,24 +168,39 @@ const ingest = section(
       .array(forwardedTopic)
       .min(1, { error: 'expected at least one topic filter ("#" forwards everything)' })
       .default(() => ['#'])
-      .describe('MQTT topic filters of the readings to forward upstream ($SYS topics never are). Publishes to other topics still reach local subscribers, they are just not forwarded.')
+      .describe('MQTT topic filters of the readings to forward upstream ($SYS topics never are). Publishes to other topics still reach local subscribers, they are just not forwarded.'),
+    subscribe: z
+      .array(subscription)
+      .default(() => [])
+      .describe('Subscriptions to an existing local broker (e.g. mosquitto) to pull readings from, besides or instead of the embedded broker. Each is a persistent QoS 1 session: a reading is acknowledged to the local broker only once it is in the buffer.')
   },
-  {
-    subscribe: later(z.array(subscription), 'subscribe adapter', 'Subscriptions to an existing local broker (e.g. mosquitto) to pull readings from.')
-  },
+  {},
   (value, ctx) => {
     const brokerValue = value.broker
-    if (isRecord(brokerValue) && brokerValue.enabled === false) {
+    const subscriptions = Array.isArray(value.subscribe) ? value.subscribe : []
+    if (isRecord(brokerValue) && brokerValue.enabled === false && subscriptions.length === 0) {
       ctx.addIssue({
         code: 'custom',
         path: ['broker', 'enabled'],
-        message: 'at least one ingest must be enabled; ingest.subscribe is not supported yet'
+        message: 'at least one ingest must be enabled: the embedded broker, or an ingest.subscribe entry'
       })
     }
+    // Two sessions with one client id take each other over, in a loop [MQTT-3.1.4-2].
+    const seen = new Map<string, number>()
+    subscriptions.forEach((entry, i) => {
+      const clientId = isRecord(entry) ? entry.clientId : undefined
+      if (typeof clientId !== 'string') return
+      const first = seen.get(clientId)
+      if (first === undefined) seen.set(clientId, i)
+      else ctx.addIssue({ code: 'custom', path: ['subscribe', i, 'clientId'], message: `the same clientId as ingest.subscribe[${first}] ("${clientId}"); each subscription needs its own session` })
+    })
   }
 )
 
 // ------------------------------------------------------------------ buffer
+
+/** The smallest buffer.maxBytes (issue 3). */
+const MIN_BUFFER_BYTES = 1024 * 1024
 
 const buffer = section(
   {
@@ -174,14 +211,27 @@ const buffer = section(
       .describe('When writes are fsynced: "always" before each PUBACK (no reading lost to a power cut), or "interval" every syncInterval (a power cut can lose the last syncInterval of readings; a process crash loses none).'),
     syncInterval: positiveDuration()
       .prefault('1s')
-      .describe('With sync "interval": how often the buffer is fsynced, in milliseconds or with a unit ("1s").')
+      .describe('With sync "interval": how often the buffer is fsynced, in milliseconds or with a unit ("1s").'),
+    // -- buffer bounds (issue 3)
+    maxBytes: size()
+      // LevelDB's own files and the reserve its compactions need (buffer/bounds.ts) take a
+      // sizable part of anything smaller.
+      .refine((bytes) => bytes >= MIN_BUFFER_BYTES, { error: `must be at least 1MiB (${MIN_BUFFER_BYTES} bytes)` })
+      .prefault('1GiB')
+      .describe('Most disk space the buffer\'s directory may use, in bytes or with a unit ("1GiB"), as the disk counts it (LevelDB\'s own files included). Part of it stays free for LevelDB\'s compactions, which briefly hold tables twice: half of a small bound, about 46MiB of 1GiB. What a full buffer does is buffer.overflow.'),
+    minFreeDisk: size()
+      .prefault('256MiB')
+      .describe('Disk space the buffer leaves free on its volume, in bytes or with a unit ("256MiB"): below it the buffer counts as full, whatever else filled the disk.'),
+    overflow: z
+      .enum(['block', 'drop-oldest', 'drop-newest'])
+      .default('block')
+      .describe('What a full buffer does: "block" withholds PUBACKs until the upstream frees space (QoS 1 sensors slow down, nothing is lost; QoS 0 readings are dropped), "drop-oldest" drops the oldest readings not yet sent, "drop-newest" drops the incoming ones. Every drop is counted and announced upstream by a gap event.'),
+    ttl: duration()
+      .prefault('7d')
+      .describe('Readings that have waited longer than this are dropped (and announced by gap events), in milliseconds or with a unit ("7d"); 0: never. Measured on a monotonic clock while the gateway is powered on, so setting the system clock (NTP at boot, no real-time clock) expires nothing; time switched off does not count.')
+    // -- end buffer bounds
   },
-  {
-    maxBytes: later(size(), 'buffer bounds', 'Most disk space the buffer may use, in bytes or with a unit ("1GiB").'),
-    minFreeDisk: later(size(), 'buffer bounds', 'Disk space to leave free, in bytes or with a unit ("256MiB").'),
-    overflow: later(z.enum(['block', 'drop-oldest', 'drop-newest']), 'buffer bounds', 'What a full buffer does: "block" withholds PUBACKs (backpressure), "drop-oldest" or "drop-newest" drop readings (announced by gap events).'),
-    ttl: later(positiveDuration(), 'buffer TTL', 'Readings older than this are dropped (and announced by gap events), in milliseconds or with a unit ("7d").')
-  }
+  {}
 )
 
 // ------------------------------------------------------------------ upstream
@@ -204,7 +254,33 @@ const backoff = section(
 )
 
 const FORMATS = ['cloudevents-json', 'cloudevents-binary', 'cbor-batch'] as const
-const BUILT_FORMATS: readonly string[] = ['cloudevents-json']
+
+// `protocol: 5` is what people write in YAML (a number); "3.1.1" can only be a string.
+const protocolError = (iss: { readonly input?: unknown }) => `expected "3.1.1" or 5, got ${show(iss.input)}`
+const protocol = z
+  .union([z.literal('3.1.1'), z.literal('5'), z.literal(5)], { error: protocolError })
+  .transform((value) => (value === '3.1.1' ? '3.1.1' : '5') as '3.1.1' | '5')
+
+// Bounds of a cbor-batch message. 200 readings of ~100 bytes fill ~25 KiB: a few cellular
+// round trips, well under the 128 KiB AWS IoT Core and the 256 KiB Azure IoT Hub take.
+const batch = section(
+  {
+    maxRecords: integer(1, 65535).default(200).describe('Most readings per batch message.'),
+    maxBytes: size()
+      .refine((bytes) => bytes >= 64, { error: 'must be at least 64 bytes' })
+      .prefault('64KiB')
+      .describe('Largest batch message (the CBOR document), in bytes or with a unit ("64KiB"). A single reading larger than this still goes, alone.'),
+    maxDelay: duration()
+      .prefault('20ms')
+      .describe('Longest a batch that is not full waits for more readings before it is sent, in milliseconds or with a unit ("20ms"); 0 sends at once.')
+  },
+  {}
+)
+
+/** URLs whose scheme makes a TLS connection: the only ones the TLS keys apply to. */
+function isTlsUrl (url: unknown): boolean {
+  return typeof url === 'string' && /^(mqtts|ssl|wss):/i.test(url)
+}
 
 const upstream = section(
   {
@@ -213,6 +289,14 @@ const upstream = section(
     username: z.string().optional().describe('MQTT user name upstream.'),
     password: z.string().optional().describe('MQTT password upstream. Better: passwordFile, or the SLUICE_UPSTREAM_PASSWORD environment variable.'),
     passwordFile: z.string().min(1).optional().describe('Path of a file holding the upstream MQTT password (a trailing newline is ignored). Not together with password.'),
+    protocol: protocol
+      .optional()
+      .describe('MQTT version spoken upstream: "3.1.1" or 5. MQTT 5 brings the upstream\'s limits (Receive Maximum, Maximum Packet Size) and its refusals (PUBACK reason codes); some clouds (Azure IoT Hub) speak 3.1.1 only. Default: 5 with format cloudevents-binary (which needs it), else "3.1.1".'),
+    ca: z.string().min(1).optional().describe('Path of the PEM CA certificate(s) to trust for the upstream broker, instead of the usual public roots. Read at start; mqtts:// only.'),
+    cert: z.string().min(1).optional().describe('Path of the PEM client certificate, for mutual TLS (AWS IoT style). Read at start; with key; mqtts:// only.'),
+    key: z.string().min(1).optional().describe('Path of the PEM private key of the client certificate. Read at start; with cert; mqtts:// only.'),
+    servername: z.string().min(1).optional().describe('The name sent in TLS SNI and checked against the broker\'s certificate. Default: the URL\'s host (none when it is an IP address). mqtts:// only.'),
+    alpn: z.array(z.string().min(1)).min(1).optional().describe('TLS ALPN protocols to offer, e.g. ["x-amzn-mqtt-ca"] for AWS IoT Core on port 443. mqtts:// only.'),
     topic: topicTemplate('topic', ['gateway', 'topic'])
       .default('sluice/{gateway}/{topic}')
       .describe('Upstream topic of each reading; {gateway} is gateway.id, {topic} the topic the sensor published to.'),
@@ -221,51 +305,58 @@ const upstream = section(
       .describe('Upstream topic of sluice\'s own events; {gateway} is gateway.id, {kind} one of gap, epoch, batch, health.'),
     format: z
       .enum(FORMATS)
-      .superRefine((format, ctx) => {
-        if (!BUILT_FORMATS.includes(format)) ctx.addIssue({ code: 'custom', message: `not supported yet (${format} format)` })
-      })
       .default('cloudevents-json')
-      .describe('What goes on the wire: "cloudevents-json" (a JSON CloudEvent per reading), "cloudevents-binary" (MQTT 5; not supported yet) or "cbor-batch" (many readings per message; not supported yet).'),
+      .describe('What goes on the wire: "cloudevents-json" (a JSON CloudEvent per reading; MQTT 3.1.1 or 5), "cloudevents-binary" (the sensor\'s bytes with the CloudEvent attributes as MQTT 5 user properties) or "cbor-batch" (many readings per message, CBOR).'),
     // MQTT packet identifiers are 16-bit and non-zero [MQTT-2.3.1-1], so at most 65535 QoS 1
     // publishes can await their PUBACK at once.
-    inflight: integer(1, 65535).default(64).describe('Most readings published upstream and not yet acknowledged (PUBACK) at once.'),
-    backoff: backoff.prefault({}).describe('Reconnect delays after the upstream connection fails: exponential with jitter, from min to max.')
+    inflight: integer(1, 65535).default(64).describe('Most messages published upstream and not yet acknowledged (PUBACK) at once; an MQTT 5 upstream\'s Receive Maximum lowers it.'),
+    batch: batch.prefault({}).describe('Bounds of a message of format "cbor-batch" (other formats send one reading per message).'),
+    backoff: backoff.prefault({}).describe('Reconnect delays after the upstream connection fails: exponential with jitter, from min to max. Also the delays before retrying a message the upstream refused.'),
+    maxMessagesPerSecond: z.number().min(0).default(0).describe('Most messages published upstream per second, evenly spaced; 0 means no cap. Clouds cap a connection (AWS IoT Core: 100/s): with cbor-batch each message carries many readings.'),
+    rejectRetries: integer(0, 1000).default(5).describe('How often a message the upstream refuses (MQTT 5 PUBACK reason >= 0x80) is retried, with backoff, before it is set aside as a dead letter and announced by a gap event (reason "rejected").')
   },
-  {
-    ca: later(z.string().min(1), 'upstream TLS certificates', 'Path of the PEM CA certificate(s) to trust for the upstream broker.'),
-    cert: later(z.string().min(1), 'upstream TLS certificates', 'Path of the PEM client certificate, for mutual TLS (AWS IoT style).'),
-    key: later(z.string().min(1), 'upstream TLS certificates', 'Path of the PEM client private key, for mutual TLS.'),
-    batch: later(
-      z.strictObject({
-        maxRecords: integer(1).optional().describe('Most readings per batch message.'),
-        maxBytes: size().optional().describe('Largest batch message, in bytes or with a unit ("64KiB").'),
-        maxDelay: duration().optional().describe('Longest a reading waits for its batch to fill, in milliseconds or with a unit ("20ms").')
-      }),
-      'cbor-batch format',
-      'Batching of format "cbor-batch".'
-    ),
-    maxMessagesPerSecond: later(z.number().min(0), 'upstream rate cap', 'Most messages published upstream per second; 0 means no cap (AWS IoT caps a connection at 100/s).'),
-    rejectRetries: later(integer(0), 'upstream rejections', 'How often a message the upstream refuses is retried before it is set aside (gap event).')
-  },
+  {},
   (value, ctx) => {
     if (value.password !== undefined && value.passwordFile !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['password'], message: 'give either password or passwordFile, not both' })
     }
+    if (value.format === 'cloudevents-binary' && value.protocol === '3.1.1') {
+      ctx.addIssue({ code: 'custom', path: ['protocol'], message: 'format cloudevents-binary needs MQTT 5 (its attributes travel as user properties): set protocol to 5, or use format cloudevents-json' })
+    }
+    if ((value.cert === undefined) !== (value.key === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [value.cert === undefined ? 'cert' : 'key'], message: 'give both cert and key (mutual TLS), or neither' })
+    }
+    if (!isTlsUrl(value.url)) {
+      for (const key of ['ca', 'cert', 'key', 'servername', 'alpn']) {
+        if (value[key] !== undefined) ctx.addIssue({ code: 'custom', path: [key], message: 'applies to TLS only: use an mqtts:// or ssl:// url' })
+      }
+    }
   }
-)
+).transform(({ protocol, ...rest }) => ({
+  ...rest,
+  protocol: protocol ?? (rest.format === 'cloudevents-binary' ? '5' : '3.1.1') as '3.1.1' | '5'
+}))
 
 // ------------------------------------------------------------------ health, admin, log
 
-const health = later(
-  z.strictObject({
-    interval: positiveDuration().optional().describe('How often the gateway\'s own readings are taken, in milliseconds or with a unit ("60s").')
-  }),
-  'health readings',
-  'The gateway\'s own readings: cpu, temperature, memory, disk, backlog.'
+// The gateway's own readings (adapters/system.ts). Each one costs a few milliseconds of
+// systeminformation's reads (some of them synchronous shell-outs), so the interval has a floor.
+const HEALTH_MIN_INTERVAL_MS = 100
+
+const health = section(
+  {
+    enabled: z.boolean().default(true).describe('Take the gateway\'s own health readings and forward them upstream like any reading (topic "$sluice/health").'),
+    interval: duration()
+      .refine((ms) => ms >= HEALTH_MIN_INTERVAL_MS, { error: `must be at least ${HEALTH_MIN_INTERVAL_MS}ms` })
+      .prefault('60s')
+      .describe(`How often the gateway's own readings (cpu, temperature, memory, disk, uptime, backlog) are taken, in milliseconds or with a unit ("60s"); at least ${HEALTH_MIN_INTERVAL_MS}ms.`)
+  },
+  {}
 )
 
 const admin = z
   .strictObject({
+    enabled: z.boolean().default(true).describe('Serve the admin HTTP endpoint. Without it, `sluice status` and Prometheus have nothing to read.'),
     listen: listen()
       .prefault('127.0.0.1:9464')
       .describe('Address and TCP port of the admin HTTP endpoint (/metrics, /healthz, /readyz, /status), "host:port"; port 0 picks a free port.')
@@ -289,14 +380,17 @@ export const configSchema = section(
     ingest: ingest.prefault({}).describe('Where readings come from.'),
     buffer: buffer.prefault({}).describe('The durable on-disk buffer.'),
     upstream: upstream.describe('The upstream MQTT broker readings are forwarded to.'),
+    health: health.prefault({}).describe('The gateway\'s own health readings, forwarded upstream on topic "$sluice/health".'),
     admin: admin.prefault({}),
     log: log.prefault({})
   },
-  { health }
+  {}
 )
-  .transform(({ gateway, ingest, buffer, upstream, admin, log }) => {
+  .transform(({ gateway, ingest, buffer, upstream, health, admin, log }) => {
     const { url, clientId, ...rest } = upstream
-    return { gateway, ingest, buffer, upstream: { url, clientId: clientId ?? gateway.id, ...rest }, admin, log }
+    // -- subscribe adapter (issue 4): default client ids come from the gateway id
+    const subscribe = ingest.subscribe.map((entry, i) => ({ ...entry, clientId: entry.clientId ?? subscribeClientId(gateway.id, i) }))
+    return { gateway, ingest: { ...ingest, subscribe }, buffer, upstream: { url, clientId: clientId ?? gateway.id, ...rest }, health, admin, log }
   })
   .meta({
     title: 'sluice config',

@@ -117,6 +117,7 @@ async function setUp (ctx: DemoContext): Promise<void> {
     buffer: { path: ctx.bufferDir },
     upstream: { url: `mqtt://127.0.0.1:${standIn.gatewayPort}`, backoff: { min: '100ms', max: '1s' } },
     admin: { listen: '127.0.0.1:0' },
+    health: { enabled: false }, // the demo's verdict counts sensor readings only
     log: { level: 'silent' }
   })
   const gateway = ctx.gateway = await Gateway.start({ config, logger: createLogger(config.log.level), drainGraceMs: 500 })

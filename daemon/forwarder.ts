@@ -1,6 +1,10 @@
 import type { Logger } from 'pino'
-import type { LogEntry } from '../buffer/index.js'
-import type { UpstreamAdapter, UpstreamFormat } from '../adapters/contract.js'
+import { type LogEntry, readingSeqAtOrBefore } from '../buffer/index.js'
+import type { DeadLetter, DeadLetterReason, PendingRange } from '../buffer/dead-letters.js'
+import { type UpstreamAdapter, type UpstreamFormat, type UpstreamMessage, UpstreamRejection } from '../adapters/contract.js'
+import { type Entry, isSetAsideGap, nextMessage } from './next-message.js'
+import { TokenBucket } from './rate-limit.js'
+import { SetAsidePolicy } from './set-aside.js'
 
 /** What the forwarder needs of the buffer. */
 export interface ForwarderLog {
@@ -11,13 +15,31 @@ export interface ForwarderLog {
   off: (event: 'committed', listener: (lastPos: number) => void) => unknown
 }
 
+/** What the forwarder needs of the dead-letter store. */
+export interface ForwarderDeadLetters {
+  pendingFrom: (seq: number) => PendingRange | undefined
+  add: (letters: readonly DeadLetter[]) => Promise<void>
+  release: (seq: number) => void
+}
+
 export interface ForwarderOptions {
   log: ForwarderLog
   upstream: UpstreamAdapter
   format: UpstreamFormat
-  /** messages published and not yet acknowledged, at most */
+  deadLetters: ForwarderDeadLetters
+  /** messages published and not yet acknowledged, at most (the upstream's Receive Maximum may lower it) */
   inflight: number
+  /** how often a message the upstream refuses is retried before it is set aside */
+  rejectRetries: number
+  /** delays before retrying a refused message, in ms: exponential from min to max, with jitter */
+  backoff: { min: number, max: number }
+  /** most messages published per second; 0 = no cap */
+  maxMessagesPerSecond: number
   logger: Logger
+  /** monotonic milliseconds; injectable for tests */
+  now?: () => number
+  /** milliseconds since 1970, for the time a reading is set aside */
+  clock?: () => number
 }
 
 export interface ForwarderStats {
@@ -29,45 +51,105 @@ export interface ForwarderStats {
   resent: number
   /** messages published, first sends and resends */
   published: number
+  /** PUBACKs with a reason code >= 0x80 (MQTT 5): refusals, retried or not */
+  rejected: number
+  /** readings set aside (dead letters), announced by a gap event with reason `rejected` */
+  setAside: number
+  /** disconnects that came while the oldest message in flight was a suspect (poison-pill strikes) */
+  strikes: number
 }
 
-interface InFlight { lastPos: number, readings: number, events: number, acked: boolean }
+interface InFlight {
+  firstPos: number
+  lastPos: number
+  /** a gap event in place of readings set aside */
+  gap: boolean
+  readings: number
+  events: number
+  sentAt: number
+  acked: boolean
+  /** the PUBACK reason code when the upstream refused it */
+  rejected: number | null
+}
+
+interface SetAsideRequest {
+  firstPos: number
+  lastPos: number
+  /** the message is a gap event standing for readings already set aside */
+  gap: boolean
+  reason: DeadLetterReason
+  reasonCode: number | null
+  attempts: number
+}
+
+/** Disconnects in a row, within STRIKE_WINDOW_MS of sending, that make a message a poison pill. */
+const POISON_STRIKES = 3
+const STRIKE_WINDOW_MS = 10_000
+/** MQTT 5 reason code "Packet too large": what a dead letter too big for the upstream records. */
+const PACKET_TOO_LARGE = 0x95
 
 /**
  * Moves entries from the buffer to the upstream, in position order, at least once [SPEC 2.3].
  *
- * Up to `inflight` messages are published before the first is acknowledged. Acknowledgements may
- * come in any order; the ack cursor only moves over a contiguous acknowledged prefix, so after a
- * disconnect the forwarder resends from the oldest unacknowledged entry: a receiver sees at most
- * a resent suffix, never a reading out of order. The backlog is read from disk a chunk at a time;
- * the heap holds only the window and one chunk, however large the backlog.
+ * Up to `inflight` messages (fewer if the upstream's Receive Maximum says so) are published
+ * before the first is acknowledged. Acknowledgements may come in any order; the ack cursor only
+ * moves over a contiguous acknowledged prefix, so after a disconnect the forwarder resends from
+ * the oldest unacknowledged entry: a receiver sees at most a resent suffix, never a reading out of
+ * order. The backlog is read from disk a chunk at a time; the heap holds only the window and one
+ * chunk, however large the backlog.
+ *
+ * What the upstream will not take is set aside [SPEC 6]: a refused message (MQTT 5 PUBACK reason
+ * >= 0x80) after `rejectRetries` retries, a message it disconnects on three times running, and one
+ * larger than its Maximum Packet Size at once. Its readings go to the dead-letter store, and a gap
+ * event (reason `rejected`) is sent in their place, in order; the readings leave the log once the
+ * upstream has acknowledged that gap event, so a gap event lost to a disconnect is sent again.
  */
 export class Forwarder {
-  readonly stats: ForwarderStats = { forwarded: 0, events: 0, resent: 0, published: 0 }
+  readonly stats: ForwarderStats = { forwarded: 0, events: 0, resent: 0, published: 0, rejected: 0, setAside: 0, strikes: 0 }
   private readonly options: ForwarderOptions
   private readonly readChunk: number
+  private readonly now: () => number
+  private readonly clock: () => number
+  private readonly bucket: TokenBucket
+  private readonly policy: SetAsidePolicy
   /** bumped on every (re)connect; replies from an older connection are ignored */
   private session = 0
   /** the entries up to here are acknowledged upstream (maybe not yet persisted by the log) */
   private ackedPos: number
-  /** the next read starts after this position */
-  private cursor: number
   /** the highest position ever published, to count resends */
   private sentPos: number
   private window: InFlight[] = []
-  private readAhead: LogEntry[] = []
-  private pumping = false
+  /** entries after the cursor, read and not yet published */
+  private readAhead: Entry[] = []
+  /** the last position read into readAhead */
+  private readPos: number
+  /** one message at a time until everything up to here is acknowledged (finding a culprit) */
+  private isolateUpTo = -1
+  /** a refusal is being handled: nothing new is sent until every message in flight has its answer */
+  private recovering = false
+  /** no publish before this (monotonic ms): the backoff before retrying a refused message */
+  private holdUntil = 0
+  private setAsideRequest: SetAsideRequest | null = null
+  /** the batch waiting for more entries: its first position and since when */
+  private linger: { pos: number, since: number } | null = null
+  private timer: NodeJS.Timeout | null = null
+  private timerAt = Number.POSITIVE_INFINITY
+  private pumping: Promise<void> | null = null
   private wakeAgain = false
   private stopping = false
   private drained: (() => void) | null = null
   private readonly wake = (): void => { this.pump() }
   private readonly onUp = (): void => { this.reset(); this.pump() }
-  private readonly onDown = (): void => { this.reset() }
+  private readonly onDown = (): void => { this.noteDisconnect(); this.reset() }
 
   constructor (options: ForwarderOptions) {
     this.options = options
+    this.now = options.now ?? (() => performance.now())
+    this.clock = options.clock ?? Date.now
+    this.bucket = new TokenBucket(options.maxMessagesPerSecond, this.now)
+    this.policy = new SetAsidePolicy({ rejectRetries: options.rejectRetries, strikes: POISON_STRIKES, strikeWindowMs: STRIKE_WINDOW_MS })
     this.ackedPos = options.log.ackPos
-    this.cursor = this.ackedPos
+    this.readPos = this.ackedPos
     this.sentPos = this.ackedPos
     // Enough read-ahead to keep the window full without holding much of the backlog in memory.
     this.readChunk = Math.min(1000, Math.max(64, options.inflight * 2))
@@ -81,8 +163,8 @@ export class Forwarder {
     if (upstream.connected) this.onUp()
   }
 
-  /** Entries published and not yet acknowledged. */
-  get inFlight (): number { return this.window.length }
+  /** Messages published and not yet acknowledged. */
+  get inFlight (): number { return this.window.filter((s) => !s.acked).length }
 
   /** The position up to which the upstream has acknowledged everything. */
   get acknowledged (): number { return this.ackedPos }
@@ -92,57 +174,157 @@ export class Forwarder {
     this.session++
     this.window = []
     this.readAhead = []
-    this.cursor = this.ackedPos
+    this.readPos = this.ackedPos
+    this.recovering = false
+    this.linger = null
     this.drained?.()
   }
 
+  /** The connection dropped: was the oldest message in flight the reason? [SPEC 6] */
+  private noteDisconnect (): void {
+    const oldest = this.window.find((s) => !s.acked)
+    if (oldest === undefined) return
+    const decision = this.policy.disconnected({
+      oldest: oldest.firstPos,
+      sentAgoMs: this.now() - oldest.sentAt,
+      isolated: this.window.filter((s) => !s.acked).length === 1
+    })
+    if (decision.strikes === 0) return
+    this.stats.strikes++
+    if (decision.isolate) this.isolateUpTo = Math.max(this.isolateUpTo, this.window[this.window.length - 1].lastPos)
+    if (decision.setAside) {
+      this.setAsideRequest = { firstPos: oldest.firstPos, lastPos: oldest.lastPos, gap: oldest.gap, reason: 'disconnected', reasonCode: null, attempts: decision.strikes }
+    }
+    // The first strike is any disconnect with messages in flight: not news yet.
+    this.options.logger[decision.strikes >= 2 ? 'warn' : 'debug']({ firstPos: oldest.firstPos, strikes: decision.strikes, isolating: decision.isolate },
+      'the upstream disconnected again with the same message the oldest in flight')
+  }
+
   private pump (): void {
-    if (this.pumping) {
+    if (this.pumping !== null) {
       this.wakeAgain = true
       return
     }
-    this.pumping = true
-    this.fill().catch((err: unknown) => {
+    this.pumping = this.fill().catch((err: unknown) => {
       this.options.logger.error({ err }, 'forwarder failed to read the buffer')
     }).finally(() => {
-      this.pumping = false
-      if (this.wakeAgain) {
+      this.pumping = null
+      if (this.wakeAgain && !this.stopping) {
         this.wakeAgain = false
         this.pump()
       }
     })
   }
 
+  /** Runs `pump` again in `ms` (one timer, for the earliest reason: batch delay, rate cap, retry backoff). */
+  private wakeIn (ms: number): void {
+    const at = this.now() + ms
+    if (this.timer !== null && this.timerAt <= at) return
+    if (this.timer !== null) clearTimeout(this.timer)
+    this.timerAt = at
+    this.timer = setTimeout(() => {
+      this.timer = null
+      this.timerAt = Number.POSITIVE_INFINITY
+      this.pump()
+    }, Math.max(1, Math.ceil(ms)))
+  }
+
+  private windowLimit (): number {
+    if (this.isolateUpTo > this.ackedPos) return 1
+    return Math.max(1, Math.min(this.options.inflight, this.options.upstream.limits.receiveMaximum))
+  }
+
   private async fill (): Promise<void> {
-    const { upstream, log, format, inflight } = this.options
-    while (!this.stopping && upstream.connected && this.window.length < inflight) {
-      const session = this.session
-      if (this.readAhead.length === 0) {
-        const entries = await log.read(this.cursor, this.readChunk)
-        if (session !== this.session) continue
-        if (entries.length === 0) return
-        this.readAhead = entries
+    const { upstream } = this.options
+    while (!this.stopping) {
+      if (this.setAsideRequest !== null) {
+        await this.setAside(this.setAsideRequest)
+        continue
       }
-      const count = Math.max(1, format.take(this.readAhead))
-      const batch = this.readAhead.splice(0, count)
-      const lastPos = batch[batch.length - 1].pos
-      const message = format.encode(batch)
-      const readings = batch.filter((e) => e.kind === 'reading').length
-      const slot: InFlight = { lastPos, readings, events: batch.length - readings, acked: false }
-      this.cursor = lastPos
-      this.window.push(slot)
-      if (lastPos <= this.sentPos) this.stats.resent += readings
-      else this.sentPos = lastPos
-      this.stats.published++
-      upstream.publish(message).then(() => { this.onAck(session, slot) }, () => {
-        // The connection dropped; its 'down' resets the window and the entry is resent.
+      if (!upstream.connected || this.recovering || this.window.length >= this.windowLimit()) return
+      const hold = this.holdUntil - this.now()
+      if (hold > 0) return this.wakeIn(hold)
+      const session = this.session
+      if (this.readAhead.length === 0 && !(await this.readMore())) return
+      if (session !== this.session) continue
+
+      const plan = nextMessage(this.readAhead, {
+        format: this.options.format,
+        upstream: this.options.upstream,
+        deadLetters: this.options.deadLetters,
+        isolate: this.isolateUpTo > this.ackedPos
       })
+      if (plan.kind === 'too-large') {
+        // Alone larger than the upstream takes: it could never be sent. Set aside at once.
+        const { entry, bytes } = plan
+        this.options.logger.warn({ pos: entry.pos, bytes, maximumPacketSize: this.options.upstream.limits.maximumPacketSize },
+          'a message is larger than the upstream\'s Maximum Packet Size: set aside')
+        this.setAsideRequest = { firstPos: entry.pos, lastPos: entry.pos, gap: entry.kind === 'gap', reason: 'too-large', reasonCode: PACKET_TOO_LARGE, attempts: 0 }
+        continue
+      }
+      if (plan.open && this.options.format.lingerMs > 0) {
+        // A batch with room to spare: take what was committed meanwhile, else wait a little for more.
+        if (await this.readMore()) continue
+        if (session !== this.session) continue
+        const head = plan.entries[0].pos
+        if (this.linger?.pos !== head) this.linger = { pos: head, since: this.now() }
+        const left = this.linger.since + this.options.format.lingerMs - this.now()
+        if (left > 0) return this.wakeIn(left)
+      }
+      const wait = this.bucket.delay()
+      if (wait > 0) return this.wakeIn(wait)
+      this.publish(plan.entries, plan.message, session)
     }
+  }
+
+  /** Reads the next chunk after readPos into readAhead; false when nothing new was committed. */
+  private async readMore (): Promise<boolean> {
+    const session = this.session
+    const entries = await this.options.log.read(this.readPos, this.readChunk)
+    if (session !== this.session) return true // the caller starts over
+    if (entries.length === 0) return false
+    this.readAhead.push(...entries)
+    this.readPos = entries[entries.length - 1].pos
+    return true
+  }
+
+  private publish (entries: Entry[], message: UpstreamMessage, session: number): void {
+    const last = entries[entries.length - 1]
+    const readings = entries.filter((e) => e.kind === 'reading').length
+    const slot: InFlight = {
+      firstPos: entries[0].pos,
+      lastPos: last.pos,
+      gap: isSetAsideGap(last),
+      readings,
+      events: entries.length - readings,
+      sentAt: this.now(),
+      acked: false,
+      rejected: null
+    }
+    this.passOver(last.pos)
+    this.linger = null
+    this.window.push(slot)
+    this.bucket.take()
+    if (last.pos <= this.sentPos) this.stats.resent += readings
+    else this.sentPos = last.pos
+    this.stats.published++
+    this.options.upstream.publish(message).then(() => { this.onAck(session, slot) }, (err: unknown) => {
+      if (session !== this.session) return
+      if (err instanceof UpstreamRejection) this.onReject(slot, err)
+      // Otherwise the connection dropped; its 'down' resets the window and the entry is resent.
+    })
   }
 
   private onAck (session: number, slot: InFlight): void {
     if (session !== this.session) return
     slot.acked = true
+    this.advance()
+    if (this.recovering) this.recover()
+    this.pump()
+  }
+
+  /** Moves the ack cursor over the acknowledged prefix of the window and persists it. */
+  private advance (): void {
     let advanced = false
     while (this.window.length > 0 && this.window[0].acked) {
       const done = this.window.shift() as InFlight
@@ -151,13 +333,117 @@ export class Forwarder {
       this.stats.events += done.events
       advanced = true
     }
-    if (advanced) {
-      this.options.log.ack(this.ackedPos).catch((err: unknown) => {
-        this.options.logger.error({ err }, 'could not persist the ack cursor')
-      })
-    }
+    if (!advanced) return
+    this.settled(this.ackedPos)
     if (this.window.length === 0) this.drained?.()
+  }
+
+  /** Everything up to `pos` is acknowledged or passed over: persist the cursor, forget suspicions. */
+  private settled (pos: number): void {
+    this.policy.acknowledged(pos)
+    this.options.deadLetters.release(readingSeqAtOrBefore(pos))
+    this.options.log.ack(pos).catch((err: unknown) => {
+      this.options.logger.error({ err }, 'could not persist the ack cursor')
+    })
+  }
+
+  private onReject (slot: InFlight, err: UpstreamRejection): void {
+    slot.rejected = err.reasonCode
+    this.stats.rejected++
+    this.options.logger.warn({ firstPos: slot.firstPos, lastPos: slot.lastPos, reasonCode: err.reasonCode, reason: err.message },
+      'the upstream refused a message')
+    this.recovering = true
+    this.recover()
+  }
+
+  /**
+   * After a refusal: once every message in flight has its answer, go back to the refused one
+   * (the oldest unacknowledged) and, one message at a time past what was in flight, retry it
+   * after a backoff, or set it aside when it has been refused too often. Messages after it that
+   * were acknowledged meanwhile are sent again (duplicates, as after a disconnect): resending from
+   * the ack cursor keeps one rule for every recovery. With more than one message in flight, those
+   * after the refused one reach the receiver before it (or before its gap event): SPEC 2.3's
+   * first-arrival order holds across a refusal only with `inflight: 1`.
+   */
+  private recover (): void {
+    if (this.window.some((s) => !s.acked && s.rejected === null)) return
+    const refused = this.window.find((s) => s.rejected !== null)
+    this.recovering = false
+    if (refused === undefined) return
+    this.isolateUpTo = Math.max(this.isolateUpTo, this.window[this.window.length - 1].lastPos)
+    const decision = this.policy.rejected(refused.firstPos)
+    if (decision.action === 'set-aside') {
+      this.setAsideRequest = { firstPos: refused.firstPos, lastPos: refused.lastPos, gap: refused.gap, reason: 'rejected', reasonCode: refused.rejected, attempts: decision.attempts }
+    } else {
+      const { min, max } = this.options.backoff
+      this.holdUntil = this.now() + Math.min(max, min * 2 ** (decision.attempt - 1) * (1 + Math.random()))
+    }
+    // Every message in flight has its answer, so a new session on the same connection leaves
+    // nothing of the old one pending at the upstream (its Receive Maximum counts those).
+    this.reset()
     this.pump()
+  }
+
+  /**
+   * Sets a message's readings aside: into the dead-letter store, so that a gap event goes in their
+   * place. A message without readings of its own (an event, or the gap event standing for readings
+   * already set aside) is passed over.
+   */
+  private async setAside (request: SetAsideRequest): Promise<void> {
+    const { log, deadLetters, logger } = this.options
+    const readings: Array<Extract<LogEntry, { kind: 'reading' }>> = []
+    if (!request.gap) {
+      let after = request.firstPos - 1
+      while (after < request.lastPos) {
+        const chunk = await log.read(after, this.readChunk)
+        if (chunk.length === 0) break
+        for (const e of chunk) if (e.pos <= request.lastPos && e.kind === 'reading') readings.push(e)
+        after = chunk[chunk.length - 1].pos
+      }
+    }
+    if (readings.length === 0) {
+      logger.error({ firstPos: request.firstPos, lastPos: request.lastPos, reason: request.reason, reasonCode: request.reasonCode },
+        'the upstream will not take an event: passed over')
+      this.skip(request)
+    } else {
+      const at = this.clock()
+      const from = readings[0].seq
+      const to = readings[readings.length - 1].seq
+      await deadLetters.add(readings.map((r) => ({
+        seq: r.seq,
+        epoch: r.epoch,
+        time: r.time,
+        topic: r.topic,
+        payload: r.payload,
+        at,
+        reason: request.reason,
+        reasonCode: request.reasonCode,
+        attempts: request.attempts,
+        from,
+        to
+      })))
+      this.stats.setAside += readings.length
+      logger.warn({ from, to, reason: request.reason, reasonCode: request.reasonCode, attempts: request.attempts },
+        'readings set aside as dead letters; a gap event announces them')
+      // They are still the next entries to send: nextMessage() now finds them set aside and makes the gap event.
+    }
+    if (this.setAsideRequest === request) this.setAsideRequest = null
+  }
+
+  /** Treats a message that will never be sent as done, in its place in the window. */
+  private skip (request: SetAsideRequest): void {
+    if (request.lastPos <= this.ackedPos) return
+    this.passOver(request.lastPos)
+    this.window.push({ firstPos: request.firstPos, lastPos: request.lastPos, gap: request.gap, readings: 0, events: 0, sentAt: this.now(), acked: true, rejected: null })
+    this.advance()
+  }
+
+  /** The next message starts after `pos`: drop what the read-ahead holds up to there. */
+  private passOver (pos: number): void {
+    let n = 0
+    while (n < this.readAhead.length && this.readAhead[n].pos <= pos) n++
+    this.readAhead.splice(0, n)
+    if (this.readPos < pos) this.readPos = pos
   }
 
   /**
@@ -170,7 +456,10 @@ export class Forwarder {
     upstream.off('up', this.onUp)
     upstream.off('down', this.onDown)
     log.off('committed', this.wake)
-    if (this.window.length > 0 && upstream.connected) {
+    if (this.timer !== null) clearTimeout(this.timer)
+    this.timer = null
+    await this.pumping
+    if (this.window.some((s) => !s.acked) && upstream.connected) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(finish, graceMs)
         const onDown = (): void => { finish() }

@@ -15,10 +15,10 @@ t.test('a bad config exits 2 and names every wrong key with its path', async (t)
     '  broker:',
     '    listen: 127.0.0.1:1883',
     '    colour: blue',
+    '    maxClients: 5',
     'buffer:',
     '  syncInterval: soon',
     '  sync: sometimes',
-    '  maxBytes: 1GiB',
     'upstream:',
     '  url: mqtt://127.0.0.1:1883',
     '  inflight: many',
@@ -28,20 +28,24 @@ t.test('a bad config exits 2 and names every wrong key with its path', async (t)
   for (const command of ['check', 'run']) {
     const { code, stderr } = await runCli([command, '-c', file])
     t.equal(code, 2, `${command}: exit 2`)
-    for (const path of ['gateway.id', 'ingest.broker.colour', 'buffer.syncInterval', 'buffer.sync', 'buffer.maxBytes', 'upstream.inflight', 'extra']) {
-      t.match(stderr, new RegExp(`^\\s*${path.replace('.', '\\.')}: `, 'm'), `${command}: names ${path}`)
+    for (const path of ['gateway.id', 'ingest.broker.colour', 'buffer.syncInterval', 'buffer.sync', 'ingest.broker.maxClients', 'upstream.inflight', 'extra']) {
+      t.match(stderr, new RegExp(`^\\s*${path.replaceAll('.', '\\.')}: `, 'm'), `${command}: names ${path}`)
     }
-    t.match(stderr, /buffer\.maxBytes: .*not supported yet/, 'a key whose feature is not built is refused as such')
+    t.match(stderr, /ingest\.broker\.maxClients: .*not supported yet/, 'a key whose feature is not built is refused as such')
     t.match(stderr, /buffer\.syncInterval: expected a duration/, 'says what was expected')
   }
 })
 
 t.test('check prints the effective config with defaults and the password redacted', async (t) => {
   const dir = t.testdir()
-  const file = writeConfig(dir, { gateway: { id: 'gw-1' }, upstream: { url: 'mqtt://127.0.0.1:1883', password: 'hunter2' } })
+  const file = writeConfig(dir, {
+    gateway: { id: 'gw-1' },
+    ingest: { subscribe: [{ url: 'mqtt://127.0.0.1:1884', topics: ['sensors/#'], password: 'local-secret' }] },
+    upstream: { url: 'mqtt://127.0.0.1:1883', password: 'hunter2' }
+  })
   const { code, stdout } = await runCli(['check', '-c', file])
   t.equal(code, 0)
-  t.notMatch(stdout, /hunter2/, 'no secret printed')
+  t.notMatch(stdout, /hunter2|local-secret/, 'no secret printed')
   const effective = JSON.parse(stdout)
   t.match(effective, {
     gateway: { id: 'gw-1' },
@@ -62,4 +66,13 @@ t.test('a missing config file, an unknown command and a bad option exit 2', asyn
   const help = await runCli(['--help'])
   t.equal(help.code, 0)
   t.match(help.stdout, /sluice run -c FILE|run\s+-c FILE/)
+})
+
+t.test('the README error table lists every code of the catalogue with its exit code', async (t) => {
+  const { readFileSync } = await import('node:fs')
+  const { errorCodes } = await import('../daemon/errors.js')
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8')
+  for (const [code, { exit }] of Object.entries(errorCodes)) {
+    t.match(readme, new RegExp(`^\\| \`${code}\` \\| ${exit} \\|`, 'm'), `${code} is documented`)
+  }
 })

@@ -42,18 +42,23 @@ function errorsOf (t: Test, raw: unknown): string[] {
 
 const defaults: SluiceConfig = {
   gateway: { id: 'gw-01' },
-  ingest: { broker: { enabled: true, listen: { host: '127.0.0.1', port: 1883 } }, topics: ['#'] },
-  buffer: { path: '/var/lib/sluice', sync: 'interval', syncInterval: 1000 },
+  ingest: { broker: { enabled: true, listen: { host: '127.0.0.1', port: 1883 } }, topics: ['#'], subscribe: [] },
+  buffer: { path: '/var/lib/sluice', sync: 'interval', syncInterval: 1000, maxBytes: 1024 ** 3, minFreeDisk: 256 * 1024 ** 2, overflow: 'block', ttl: 7 * 86_400_000 },
   upstream: {
     url: 'mqtts://broker.example.com:8883',
     clientId: 'gw-01',
     topic: 'sluice/{gateway}/{topic}',
     eventsTopic: 'sluice/{gateway}/$sluice/{kind}',
     format: 'cloudevents-json',
+    protocol: '3.1.1',
     inflight: 64,
-    backoff: { min: 500, max: 60_000 }
+    batch: { maxRecords: 200, maxBytes: 64 * 1024, maxDelay: 20 },
+    backoff: { min: 500, max: 60_000 },
+    maxMessagesPerSecond: 0,
+    rejectRetries: 5
   },
-  admin: { listen: { host: '127.0.0.1', port: 9464 } },
+  health: { enabled: true, interval: 60_000 },
+  admin: { enabled: true, listen: { host: '127.0.0.1', port: 9464 } },
   log: { level: 'info' }
 }
 
@@ -61,8 +66,6 @@ t.test('a minimal config gets every default', async (t) => {
   const config = validateConfig(minimal)
   t.strictSame(config, defaults)
   t.notOk('password' in config.upstream, 'no password unless one is given')
-  t.notOk('health' in config, 'keys not built yet do not appear in the parsed config')
-  t.notOk('maxBytes' in config.buffer)
 })
 
 t.test('upstream.clientId defaults to gateway.id, and can be set', async (t) => {
@@ -82,14 +85,11 @@ t.test('sizes', async (t) => {
   for (const bad of ['lots', '512MB', '1KB', '5mib', '-1KiB', '', 'KiB', '1e3']) t.equal(parseSize(bad), undefined, bad)
   t.equal(parseSize('99999999999TiB'), undefined, 'past the safe integers')
 
-  // Every size key is still "not supported yet": a good size is refused for that reason alone,
-  // a bad one also says what a size looks like.
-  t.strictSame(errorsOf(t, withKeys({ buffer: { maxBytes: '1GiB' } })), ['buffer.maxBytes: not supported yet (buffer bounds)'])
-  t.strictSame(errorsOf(t, withKeys({ buffer: { maxBytes: 1024 } })), ['buffer.maxBytes: not supported yet (buffer bounds)'])
-  t.strictSame(errorsOf(t, withKeys({ buffer: { maxBytes: 'lots' } })), [
-    'buffer.maxBytes: expected a size like "512MiB", got "lots"',
-    'buffer.maxBytes: not supported yet (buffer bounds)'
-  ])
+  t.equal(validateConfig(withKeys({ buffer: { maxBytes: '64MiB' } })).buffer.maxBytes, 64 * 1024 ** 2)
+  t.equal(validateConfig(withKeys({ buffer: { maxBytes: 2_000_000 } })).buffer.maxBytes, 2_000_000, 'a bare number is bytes')
+  t.equal(validateConfig(withKeys({ buffer: { minFreeDisk: 0 } })).buffer.minFreeDisk, 0)
+  t.strictSame(errorsOf(t, withKeys({ buffer: { maxBytes: 'lots' } })), ['buffer.maxBytes: expected a size like "512MiB", got "lots"'])
+  t.strictSame(errorsOf(t, withKeys({ buffer: { maxBytes: '512KiB' } })), ['buffer.maxBytes: must be at least 1MiB (1048576 bytes)'])
   t.match(errorsOf(t, withKeys({ buffer: { minFreeDisk: '256MB' } }))[0],
     /^buffer\.minFreeDisk: expected a size like "512MiB", got "256MB" \(units: B, KiB, MiB, GiB, TiB\)$/)
   t.match(errorsOf(t, withKeys({ buffer: { minFreeDisk: -1 } }))[0], /^buffer\.minFreeDisk: expected a size like "512MiB", got -1$/)
@@ -111,6 +111,8 @@ t.test('durations', async (t) => {
   t.equal(config.buffer.syncInterval, 20)
   t.strictSame(config.upstream.backoff, { min: 1000, max: 7_200_000 })
   t.equal(validateConfig(withKeys({ buffer: { syncInterval: 250 } })).buffer.syncInterval, 250, 'a bare number is milliseconds')
+  t.equal(validateConfig(withKeys({ buffer: { ttl: '36h' } })).buffer.ttl, 36 * 3_600_000)
+  t.equal(validateConfig(withKeys({ buffer: { ttl: 0 } })).buffer.ttl, 0, 'ttl 0: readings never expire')
 
   t.strictSame(errorsOf(t, withKeys({ buffer: { syncInterval: 'soon' } })), [
     'buffer.syncInterval: expected a duration like "1s" or "500ms", got "soon"'
@@ -172,8 +174,11 @@ t.test('the embedded broker listens only on loopback while it has no users', asy
 
 t.test('ingest.broker.enabled: false leaves no ingest', async (t) => {
   t.strictSame(errorsOf(t, withKeys({ ingest: { broker: { enabled: false } } })), [
-    'ingest.broker.enabled: at least one ingest must be enabled; ingest.subscribe is not supported yet'
+    'ingest.broker.enabled: at least one ingest must be enabled: the embedded broker, or an ingest.subscribe entry'
   ])
+  // issue 4: a subscription to a local broker is an ingest (test/subscribe.test.ts has the rest)
+  const config = validateConfig(withKeys({ ingest: { broker: { enabled: false }, subscribe: [{ url: 'mqtt://127.0.0.1:1884', topics: ['sensors/#'] }] } }))
+  t.strictSame(config.ingest.subscribe, [{ url: 'mqtt://127.0.0.1:1884', topics: ['sensors/#'], clientId: 'gw-01-ingest', qos: 1 }])
 })
 
 t.test('topic filters and templates', async (t) => {
@@ -251,9 +256,7 @@ t.test('cross-field rules and refusals are reported alongside every other error'
   t.strictSame([...errors].sort(), [
     'buffer.syncInterval: expected a duration like "1s" or "500ms", got "soon"',
     'buffer.ttl: expected a duration like "1s" or "500ms", got "forever"',
-    'buffer.ttl: not supported yet (buffer TTL)',
-    'health.interval: must be more than 0',
-    'health: not supported yet (health readings)',
+    'health.interval: must be at least 100ms',
     'ingest.broker.listen: without broker users the embedded broker may only listen on a loopback address (127.0.0.0/8, ::1, localhost), or anyone on the network could publish; got "0.0.0.0:1883" (broker users are not supported yet)',
     'ingest.broker.maxClients: expected an integer, got 1.5',
     'ingest.broker.maxClients: not supported yet (broker limits)',
@@ -310,37 +313,19 @@ const notYet: Array<[string, Record<string, Record<string, unknown>>, string]> =
   ['ingest.broker.users', { ingest: { broker: { users: [{ username: 's1', passwordHash: 'scrypt$x', publish: ['s/1/#'] }] } } }, 'broker authentication'],
   ['ingest.broker.maxPayload', { ingest: { broker: { maxPayload: '64KiB' } } }, 'broker limits'],
   ['ingest.broker.maxClients', { ingest: { broker: { maxClients: 1000 } } }, 'broker limits'],
-  ['ingest.subscribe', { ingest: { subscribe: [{ url: 'mqtt://127.0.0.1:1884', topics: ['sensors/#'], clientId: 'sluice-ingest' }] } }, 'subscribe adapter'],
-  ['buffer.maxBytes', { buffer: { maxBytes: '1GiB' } }, 'buffer bounds'],
-  ['buffer.minFreeDisk', { buffer: { minFreeDisk: '256MiB' } }, 'buffer bounds'],
-  ['buffer.overflow', { buffer: { overflow: 'block' } }, 'buffer bounds'],
-  ['buffer.ttl', { buffer: { ttl: '7d' } }, 'buffer TTL'],
-  ['upstream.ca', { upstream: { ca: '/etc/sluice/tls/ca.pem' } }, 'upstream TLS certificates'],
-  ['upstream.cert', { upstream: { cert: '/etc/sluice/tls/cert.pem' } }, 'upstream TLS certificates'],
-  ['upstream.key', { upstream: { key: '/etc/sluice/tls/key.pem' } }, 'upstream TLS certificates'],
-  ['upstream.batch', { upstream: { batch: { maxRecords: 200, maxBytes: '64KiB', maxDelay: '20ms' } } }, 'cbor-batch format'],
-  ['upstream.maxMessagesPerSecond', { upstream: { maxMessagesPerSecond: 0 } }, 'upstream rate cap'],
-  ['upstream.rejectRetries', { upstream: { rejectRetries: 5 } }, 'upstream rejections'],
-  ['health', { health: { interval: '60s' } }, 'health readings']
 ]
 
 t.test('every key not built yet is refused with "not supported yet"', async (t) => {
   for (const [path, extra, feature] of notYet) {
     t.strictSame(errorsOf(t, withKeys(extra)), [`${path}: not supported yet (${feature})`], path)
   }
-  t.strictSame(errorsOf(t, withKeys({ health: {} })), ['health: not supported yet (health readings)'], 'even empty')
-  t.strictSame(errorsOf(t, withKeys({ upstream: { format: 'cloudevents-binary' } })), ['upstream.format: not supported yet (cloudevents-binary format)'])
-  t.strictSame(errorsOf(t, withKeys({ upstream: { format: 'cbor-batch' } })), ['upstream.format: not supported yet (cbor-batch format)'])
-  t.equal(validateConfig(withKeys({ upstream: { format: 'cloudevents-json' } })).upstream.format, 'cloudevents-json')
 
   // The schema still knows their types: a wrong one is reported as such.
   t.strictSame(errorsOf(t, withKeys({ buffer: { overflow: 'sometimes' } })), [
-    'buffer.overflow: expected one of "block", "drop-oldest", "drop-newest", got "sometimes"',
-    'buffer.overflow: not supported yet (buffer bounds)'
+    'buffer.overflow: expected one of "block", "drop-oldest", "drop-newest", got "sometimes"'
   ])
   t.strictSame(errorsOf(t, withKeys({ health: { intervall: '60s' } })), [
-    'health.intervall: unknown key (did you mean "interval"?)',
-    'health: not supported yet (health readings)'
+    'health.intervall: unknown key (did you mean "interval"?)'
   ])
   t.strictSame(errorsOf(t, withKeys({ ingest: { broker: { users: [{ username: 's1' }] } } })), [
     'ingest.broker.users[0].passwordHash: required',
@@ -461,8 +446,7 @@ t.test('loadConfig reads YAML', async (t) => {
   await fails('comments.yaml', [{ path: '(root)', message: 'the config is empty; it needs at least gateway.id and upstream.url' }])
   await fails('list.yaml', [{ path: '(root)', message: 'expected a mapping, got a list' }])
   await fails('bad.yaml', [
-    { path: 'buffer.maxBytes', message: 'expected a size like "512MiB", got "lots"' },
-    { path: 'buffer.maxBytes', message: 'not supported yet (buffer bounds)' }
+    { path: 'buffer.maxBytes', message: 'expected a size like "512MiB", got "lots"' }
   ])
   await fails('missing.yaml', [{ path: '(root)', message: /^cannot read the config file: ENOENT/ }])
 })
@@ -514,5 +498,43 @@ t.test('config/sluice.schema.json is up to date', async (t) => {
   const buffer = (schema.properties as Record<string, { properties: Record<string, Record<string, unknown>> }>).buffer
   t.equal(buffer.properties.syncInterval.default, '1s')
   t.match(buffer.properties.syncInterval.description, /milliseconds/)
-  t.match(buffer.properties.maxBytes.description, /^Not supported yet \(buffer bounds\)\. .*bytes/)
+  t.equal(buffer.properties.maxBytes.default, '1GiB')
+  t.match(buffer.properties.maxBytes.description, /bytes/)
+  t.equal(buffer.properties.ttl.default, '7d')
 })
+
+// ---- issue 4 (upstream): formats, protocol, TLS, batching, rate cap, refusals
+t.test('upstream: format, protocol, TLS keys, batch bounds, rate cap and refusals', async (t) => {
+  const up = (keys: Record<string, unknown>): SluiceConfig['upstream'] => validateConfig(withKeys({ upstream: keys })).upstream
+  t.equal(up({ format: 'cloudevents-binary' }).protocol, '5', 'cloudevents-binary speaks MQTT 5 by default')
+  t.equal(up({ format: 'cbor-batch' }).protocol, '3.1.1')
+  t.equal(up({ protocol: 5 }).protocol, '5', 'a YAML number')
+  t.equal(up({ protocol: '5' }).protocol, '5')
+  t.equal(up({ format: 'cbor-batch', protocol: 5 }).protocol, '5')
+  t.strictSame(errorsOf(t, withKeys({ upstream: { format: 'cloudevents-binary', protocol: '3.1.1' } })), [
+    'upstream.protocol: format cloudevents-binary needs MQTT 5 (its attributes travel as user properties): set protocol to 5, or use format cloudevents-json'
+  ])
+  t.strictSame(errorsOf(t, withKeys({ upstream: { protocol: 4 } })), ['upstream.protocol: expected "3.1.1" or 5, got 4'])
+
+  const tls = up({ ca: '/etc/sluice/tls/ca.pem', cert: '/c.pem', key: '/k.pem', servername: 'a.iot.example', alpn: ['x-amzn-mqtt-ca'] })
+  t.match(tls, { ca: '/etc/sluice/tls/ca.pem', cert: '/c.pem', key: '/k.pem', servername: 'a.iot.example', alpn: ['x-amzn-mqtt-ca'] })
+  t.strictSame(errorsOf(t, withKeys({ upstream: { cert: '/c.pem' } })), ['upstream.key: give both cert and key (mutual TLS), or neither'])
+  t.strictSame(errorsOf(t, withKeys({ upstream: { url: 'mqtt://broker:1883', ca: '/ca.pem', alpn: ['x'] } })), [
+    'upstream.ca: applies to TLS only: use an mqtts:// or ssl:// url',
+    'upstream.alpn: applies to TLS only: use an mqtts:// or ssl:// url'
+  ])
+
+  t.strictSame(up({ batch: { maxRecords: 50, maxBytes: '16KiB', maxDelay: '1s' } }).batch, { maxRecords: 50, maxBytes: 16384, maxDelay: 1000 })
+  t.strictSame(up({ batch: { maxDelay: 0 } }).batch, { maxRecords: 200, maxBytes: 65536, maxDelay: 0 }, 'the other bounds keep their defaults')
+  t.strictSame(errorsOf(t, withKeys({ upstream: { batch: { maxRecords: 0, maxBytes: 10, maxDelayMs: 5 } } })).sort(), [
+    'upstream.batch.maxBytes: must be at least 64 bytes',
+    'upstream.batch.maxDelayMs: unknown key (did you mean "maxDelay"?)',
+    'upstream.batch.maxRecords: expected at least 1, got 0'
+  ])
+  t.equal(up({ maxMessagesPerSecond: 100 }).maxMessagesPerSecond, 100)
+  t.equal(up({ maxMessagesPerSecond: 0.5 }).maxMessagesPerSecond, 0.5, 'one every two seconds')
+  t.match(errorsOf(t, withKeys({ upstream: { maxMessagesPerSecond: -1 } })), [/^upstream\.maxMessagesPerSecond: /])
+  t.equal(up({ rejectRetries: 0 }).rejectRetries, 0, '0: set aside at the first refusal')
+  t.match(errorsOf(t, withKeys({ upstream: { rejectRetries: 1.5 } })), ['upstream.rejectRetries: expected an integer, got 1.5'])
+})
+// ---- end issue 4

@@ -16,6 +16,8 @@ function daemonConfig (dir: string, sensorPort: number, upstreamUrl: string): st
     ingest: { broker: { listen: `127.0.0.1:${sensorPort}` } },
     buffer: { path: `${dir}/buffer` },
     upstream: { url: upstreamUrl, backoff: { min: '50ms', max: '500ms' } },
+    admin: { listen: '127.0.0.1:0' },
+    health: { enabled: false },
     log: { level: 'info' }
   })
 }
@@ -127,7 +129,8 @@ t.test('a second daemon on the same buffer is refused with exit 2', async (t) =>
     gateway: { id: 'gw-crash' },
     ingest: { broker: { listen: `127.0.0.1:${await freePort()}` } },
     buffer: { path: `${dir}/buffer` },
-    upstream: { url: upstream.url }
+    upstream: { url: upstream.url },
+    admin: { listen: '127.0.0.1:0' }
   }, 'other.yaml')
   const { runCli } = await import('./helpers/daemon.js')
   const second = await runCli(['run', '-c', other])

@@ -1,6 +1,9 @@
 import type { OutgoingEntry, UpstreamFormat, UpstreamMessage } from '../contract.js'
 import { type TopicTemplates, eventTopic, readingTopic } from './topics.js'
 
+type Reading = Extract<OutgoingEntry, { kind: 'reading' }>
+type SluiceEvent = Exclude<OutgoingEntry, { kind: 'reading' }>
+
 /**
  * CloudEvents 1.0 in structured mode over MQTT (SPEC section 5): one JSON event per message, on
  * MQTT 3.1.1 and 5 alike.
@@ -8,45 +11,64 @@ import { type TopicTemplates, eventTopic, readingTopic } from './topics.js'
 export function cloudEventsJson (templates: TopicTemplates): UpstreamFormat {
   return {
     name: 'cloudevents-json',
-    take: () => 1,
-    encode: (entries) => encodeEntry(entries[0], templates)
+    lingerMs: 0,
+    take: () => ({ count: 1, open: false }),
+    encode: (entries) => {
+      const entry = entries[0]
+      return entry.kind === 'reading' ? structuredReading(entry, templates) : structuredEvent(entry, templates)
+    }
   }
 }
 
-function encodeEntry (entry: OutgoingEntry, templates: TopicTemplates): UpstreamMessage {
+/** The CloudEvents MQTT binding's content type of a structured-mode message (used on MQTT 5). */
+const STRUCTURED = { contentType: 'application/cloudevents+json' }
+
+/** A reading's context attributes [SPEC 5], shared by the structured and the binary mode. */
+export function readingAttributes (entry: Reading, gateway: string): Record<string, string> {
+  return {
+    specversion: '1.0',
+    id: `${gateway}-${entry.epoch}-${entry.seq}`,
+    source: `sluice://${gateway}`,
+    type: 'io.sluice.reading',
+    time: new Date(entry.time).toISOString(),
+    subject: entry.topic,
+    sequence: sequence(entry.seq),
+    sluiceepoch: entry.epoch
+  }
+}
+
+function structuredReading (entry: Reading, templates: TopicTemplates): UpstreamMessage {
+  const head = readingAttributes(entry, templates.gateway)
+  const json = jsonText(entry.payload)
+  const event = json === null
+    ? JSON.stringify({ ...head, datacontenttype: 'application/octet-stream', data_base64: Buffer.from(entry.payload).toString('base64') })
+    // The sensor's JSON goes in as the text it sent: parsing and re-serialising would round
+    // large integers and reorder nothing useful.
+    : `${JSON.stringify({ ...head, datacontenttype: 'application/json' }).slice(0, -1)},"data":${json}}`
+  return { topic: readingTopic(templates, entry.topic), payload: Buffer.from(event), properties: STRUCTURED }
+}
+
+/**
+ * sluice's own events (epoch, gap) as JSON CloudEvents on the events topic: the same in every
+ * format, so a receiver handles them one way whatever carries its readings.
+ */
+export function structuredEvent (entry: SluiceEvent, templates: TopicTemplates): UpstreamMessage {
   const { gateway } = templates
+  const common = {
+    specversion: '1.0',
+    source: `sluice://${gateway}`,
+    time: new Date(entry.time).toISOString(),
+    sluiceepoch: entry.epoch,
+    datacontenttype: 'application/json'
+  }
   switch (entry.kind) {
-    case 'reading': {
-      const head = {
-        specversion: '1.0',
-        id: `${gateway}-${entry.epoch}-${entry.seq}`,
-        source: `sluice://${gateway}`,
-        type: 'io.sluice.reading',
-        time: new Date(entry.time).toISOString(),
-        subject: entry.topic,
-        sequence: sequence(entry.seq),
-        sluiceepoch: entry.epoch
-      }
-      const json = jsonText(entry.payload)
-      const event = json === null
-        ? JSON.stringify({ ...head, datacontenttype: 'application/octet-stream', data_base64: Buffer.from(entry.payload).toString('base64') })
-        // The sensor's JSON goes in as the text it sent: parsing and re-serialising would round
-        // large integers and reorder nothing useful.
-        : `${JSON.stringify({ ...head, datacontenttype: 'application/json' }).slice(0, -1)},"data":${json}}`
-      return { topic: readingTopic(templates, entry.topic), payload: Buffer.from(event) }
-    }
     case 'epoch': {
-      const event = {
-        specversion: '1.0',
-        id: `${gateway}-${entry.epoch}-epoch`,
-        source: `sluice://${gateway}`,
-        type: 'io.sluice.epoch',
-        time: new Date(entry.time).toISOString(),
-        sluiceepoch: entry.epoch,
-        datacontenttype: 'application/json',
-        data: entry.data
-      }
-      return { topic: eventTopic(templates, 'epoch'), payload: Buffer.from(JSON.stringify(event)) }
+      const event = { ...common, id: `${gateway}-${entry.epoch}-epoch`, type: 'io.sluice.epoch', data: entry.data }
+      return { topic: eventTopic(templates, 'epoch'), payload: Buffer.from(JSON.stringify(event)), properties: STRUCTURED }
+    }
+    case 'gap': {
+      const event = { ...common, id: `${gateway}-${entry.epoch}-gap-${entry.data.from}`, type: 'io.sluice.gap', data: entry.data }
+      return { topic: eventTopic(templates, 'gap'), payload: Buffer.from(JSON.stringify(event)), properties: STRUCTURED }
     }
   }
 }
@@ -59,7 +81,7 @@ export function sequence (seq: number): string {
 const utf8 = new TextDecoder('utf-8', { fatal: true })
 
 /** The payload as JSON text when it is a UTF-8 JSON object or array, else null. */
-function jsonText (payload: Uint8Array): string | null {
+export function jsonText (payload: Uint8Array): string | null {
   let i = 0
   while (i < payload.length && (payload[i] === 0x20 || payload[i] === 0x09 || payload[i] === 0x0a || payload[i] === 0x0d)) i++
   if (payload[i] !== 0x7b && payload[i] !== 0x5b) return null // '{' or '['

@@ -22,6 +22,8 @@ export function testConfig (o: TestGatewayOptions): ReturnType<typeof validateCo
     ingest: { broker: { listen: '127.0.0.1:0' } },
     buffer: { path: o.bufferPath, ...o.buffer },
     upstream: { url: o.upstreamUrl, backoff: { min: '50ms', max: '500ms' }, ...o.upstream },
+    admin: { listen: '127.0.0.1:0' },
+    health: { enabled: false },
     log: { level: 'silent' }
   })
 }

@@ -1,0 +1,89 @@
+import { mkdir, readdir, rename, stat } from 'node:fs/promises'
+import { basename, join } from 'node:path'
+import { ClassicLevel } from 'classic-level'
+
+/**
+ * What the log did about a damaged LevelDB (issue 3; SPEC section 6: "a corrupt LevelDB is
+ * repaired or set aside, never silently deleted").
+ */
+export interface RecoveryReport {
+  /** what was wrong: the error LevelDB gave */
+  problem: string
+  /**
+   * `repaired`: LevelDB's repairer rebuilt the database from the files it could read (it moves
+   * what it cannot use to `lost/` inside the directory); `set-aside`: the repair failed or left
+   * nothing usable, so the directory was moved aside whole and a fresh buffer started.
+   */
+  action: 'repaired' | 'set-aside'
+  /** where the damaged files went (set-aside) */
+  setAsideTo?: string
+  /** how many files, and bytes, were set aside */
+  files: number
+  bytes: number
+  /** seqs found missing after a repair, announced upstream as gaps with reason `corrupt` */
+  lostSeqs: number
+}
+
+/** Runs LevelDB's repairer on a closed database; false when it fails. */
+export async function repairDatabase (path: string): Promise<{ ok: boolean, error?: string }> {
+  try {
+    await ClassicLevel.repair(path)
+    return { ok: true }
+  } catch (err) {
+    return { ok: false, error: (err as Error).message }
+  }
+}
+
+/**
+ * Moves a damaged buffer out of the way, never deleting it: the directory is renamed to
+ * `<path>.corrupt-<time>`. When the directory itself cannot be renamed (it is a mount point, or
+ * systemd's StateDirectory whose parent the service may not write), its files are moved into
+ * `<path>/corrupt-<time>/` instead; LevelDB ignores sub-directories.
+ */
+export async function setAside (path: string, now = new Date()): Promise<{ to: string, files: number, bytes: number }> {
+  const stamp = now.toISOString().replace(/[:.]/g, '-')
+  const { files, bytes } = await treeSize(path)
+  const sibling = `${path}.corrupt-${stamp}`
+  try {
+    await rename(path, sibling)
+    await mkdir(path, { recursive: true })
+    return { to: sibling, files, bytes }
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code !== 'EACCES' && code !== 'EPERM' && code !== 'EBUSY' && code !== 'EXDEV' && code !== 'EROFS') throw err
+  }
+  const inside = join(path, `corrupt-${stamp}`)
+  await mkdir(inside)
+  for (const name of await readdir(path)) {
+    if (name === basename(inside) || name.startsWith('corrupt-')) continue
+    await rename(join(path, name), join(inside, name))
+  }
+  return { to: inside, files, bytes }
+}
+
+/** Files and bytes under `dir`, not counting earlier set-aside folders. */
+async function treeSize (dir: string): Promise<{ files: number, bytes: number }> {
+  let files = 0
+  let bytes = 0
+  let names: string[]
+  try {
+    names = await readdir(dir)
+  } catch {
+    return { files, bytes }
+  }
+  for (const name of names) {
+    if (name.startsWith('corrupt-')) continue
+    const full = join(dir, name)
+    const s = await stat(full).catch(() => null)
+    if (s === null) continue
+    if (s.isDirectory()) {
+      const inner = await treeSize(full)
+      files += inner.files
+      bytes += inner.bytes
+    } else {
+      files++
+      bytes += s.size
+    }
+  }
+  return { files, bytes }
+}

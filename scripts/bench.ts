@@ -1,0 +1,142 @@
+/**
+ * sluice's benchmarks: `npm run bench` (about 5 minutes) or `node dist/scripts/bench.js --quick`
+ * (about 1 minute). Each figure is measured beside a baseline in the same run, repeated, and
+ * reported as medians with their spread; a table goes to stdout and the full results (every run,
+ * memory samples, machine info) to bench-results/bench-<timestamp>.json and bench-results/latest.json.
+ *
+ *   1. end-to-end throughput (sensors -> sluice -> upstream), vs a bare aedes forwarding with no disk
+ *   2. ingest with PUBACK-after-durable, upstream down, vs bare aedes ingest
+ *   3. drain rate of a backlog, vs one client publishing the same messages straight upstream
+ *   4. time to ready with a large backlog, vs an empty buffer
+ *   5. memory growth while buffering, vs a forwarder that queues in memory
+ *
+ * Everything listens on 127.0.0.1 only; every load is bounded, every wait has a timeout. Flags:
+ * --quick (smaller loads), --only=e2e,ingest,drain,ready (a subset; ingest includes memory),
+ * --inflight=N (sluice's upstream.inflight and the drain baseline's window; default 64).
+ */
+import { endToEnd } from './bench/e2e.js'
+import { ingestAndMemory } from './bench/ingest.js'
+import { drain } from './bench/drain.js'
+import { makeTemplates, timeToReady } from './bench/ready.js'
+import { formatTable, machineInfo, writeResults } from './bench/report.js'
+import { Scope, type Row, type ScenarioResult, type Sizes } from './bench/runner.js'
+
+const SCENARIOS = ['e2e', 'ingest', 'drain', 'ready'] as const
+type Scenario = typeof SCENARIOS[number]
+
+const QUICK: Sizes = {
+  repeats: 3,
+  publishers: 10,
+  window: 100,
+  forwarderInflight: 64,
+  e2eMessages: 30_000,
+  e2eWarmup: 3_000,
+  ingestMessages: 30_000,
+  ingestWarmup: 10_000,
+  drainMessages: 30_000,
+  readyBacklogs: [200_000],
+  timeoutMs: 120_000
+}
+
+const FULL: Sizes = {
+  ...QUICK,
+  e2eMessages: 100_000,
+  e2eWarmup: 5_000,
+  ingestMessages: 200_000,
+  ingestWarmup: 100_000,
+  drainMessages: 200_000,
+  readyBacklogs: [200_000, 1_000_000],
+  timeoutMs: 180_000
+}
+
+function parseArgs (argv: string[]): { quick: boolean, only: Set<Scenario>, inflight: number | null } {
+  let quick = false
+  let only = new Set<Scenario>(SCENARIOS)
+  let inflight: number | null = null
+  for (const arg of argv) {
+    if (arg === '--quick') quick = true
+    else if (arg.startsWith('--inflight=')) {
+      inflight = Number(arg.slice('--inflight='.length))
+      if (!Number.isInteger(inflight) || inflight < 1 || inflight > 65535) usage('--inflight takes an integer from 1 to 65535')
+    } else if (arg.startsWith('--only=')) {
+      const names = arg.slice('--only='.length).split(',')
+      for (const name of names) {
+        if (!(SCENARIOS as readonly string[]).includes(name)) usage(`unknown scenario "${name}"`)
+      }
+      only = new Set(names as Scenario[])
+    } else if (arg === '--help' || arg === '-h') usage()
+    else usage(`unknown argument "${arg}"`)
+  }
+  return { quick, only, inflight }
+}
+
+function usage (error?: string): never {
+  if (error !== undefined) process.stderr.write(`bench: ${error}\n`)
+  process.stderr.write(`usage: node dist/scripts/bench.js [--quick] [--only=${SCENARIOS.join(',')}] [--inflight=N]\n`)
+  process.exit(error === undefined ? 0 : 2)
+}
+
+async function main (): Promise<number> {
+  const { quick, only, inflight } = parseArgs(process.argv.slice(2))
+  const sizes = { ...(quick ? QUICK : FULL), ...(inflight === null ? {} : { forwarderInflight: inflight }) }
+  const startedAt = new Date()
+  const machine = machineInfo()
+  process.stderr.write(`sluice bench (${quick ? 'quick' : 'full'}): ${machine.cpus as number} cpus, node ${process.version}\n`)
+
+  const rows: Row[] = []
+  const runs: Record<string, unknown> = {}
+  const errors: Record<string, string> = {}
+  const templates = new Scope()
+  const step = async (name: Scenario, fn: () => Promise<ScenarioResult>): Promise<void> => {
+    if (!only.has(name)) return
+    process.stderr.write(`${name}\n`)
+    const t = Date.now()
+    try {
+      const result = await fn()
+      rows.push(...result.rows)
+      runs[name] = result.runs
+    } catch (err) {
+      errors[name] = err instanceof Error ? err.stack ?? err.message : String(err)
+      process.stderr.write(`  FAILED: ${errors[name]}\n`)
+    }
+    process.stderr.write(`  (${((Date.now() - t) / 1000).toFixed(0)} s)\n`)
+  }
+
+  try {
+    await step('e2e', async () => await endToEnd(sizes))
+    await step('ingest', async () => await ingestAndMemory(sizes))
+    if (only.has('drain') || only.has('ready')) {
+      process.stderr.write('buffers\n')
+      const needed = [...(only.has('drain') ? [sizes.drainMessages] : []), ...(only.has('ready') ? sizes.readyBacklogs : [])]
+      const made = await makeTemplates(templates, needed)
+      await step('drain', async () => await drain(sizes, made.backlogs.get(sizes.drainMessages) as string))
+      await step('ready', async () => await timeToReady(sizes, made))
+    }
+  } finally {
+    await templates.close()
+  }
+
+  const durationS = (Date.now() - startedAt.getTime()) / 1000
+  const table = formatTable(rows, sizes.repeats)
+  process.stdout.write(`\n${table}\n`)
+  const file = await writeResults({
+    date: startedAt.toISOString(),
+    durationS,
+    mode: quick ? 'quick' : 'full',
+    scenarios: [...only],
+    machine,
+    loadavgAtEnd: machineInfo().loadavg,
+    sizes,
+    rows,
+    errors,
+    runs
+  })
+  process.stdout.write(`\n${Object.keys(errors).length === 0 ? '' : `FAILED: ${Object.keys(errors).join(', ')}\n`}` +
+    `finished in ${durationS.toFixed(0)} s; results in ${file} and bench-results/latest.json\n`)
+  return Object.keys(errors).length === 0 ? 0 : 1
+}
+
+main().then((code) => { process.exitCode = code }, (err: unknown) => {
+  process.stderr.write(`bench failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`)
+  process.exitCode = 1
+})

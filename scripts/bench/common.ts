@@ -1,0 +1,72 @@
+/** What the bench's processes share: the readings sensors send, setups, small helpers. */
+import { createServer } from 'node:net'
+import { mkdtemp, rm, cp } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+/** A fixed boot id, so no run of the bench ever looks like a reboot (which would start a new epoch). */
+export const BOOT_ID = 'sluice-bench-boot'
+
+/** Where sluice (and the bare forwarder, on the same pattern) publish upstream. */
+export const UPSTREAM_PREFIX = 'sluice/bench/'
+export const UPSTREAM_FILTER = 'sluice/#'
+
+export function sensorTopic (sensor: number): string {
+  return `sensors/s${sensor}/climate`
+}
+
+/** A typical sensor reading: a small JSON object (~60 bytes). */
+export function readingPayload (sensor: number, n: number): Buffer {
+  return Buffer.from(JSON.stringify({ sensor: `s${sensor}`, n, temp: 21.5 + (n % 7) / 10, hum: 40.25, bat: 3.71 }))
+}
+
+export interface SluiceSetup {
+  dir: string
+  sync: 'always' | 'interval'
+  upstreamUrl: string
+  inflight: number
+}
+
+export interface MemorySample {
+  /** wall-clock ms */
+  at: number
+  /** readings taken in so far */
+  readings: number
+  rss: number
+  heapUsed: number
+  external: number
+  arrayBuffers: number
+}
+
+export const HOST_SCRIPT = new URL('./host.js', import.meta.url)
+export const LOAD_SCRIPT = new URL('./load.js', import.meta.url)
+
+/** A fresh directory under the system temp dir; `remove()` deletes it. */
+export async function tempDir (label: string): Promise<{ path: string, remove: () => Promise<void> }> {
+  const path = await mkdtemp(join(tmpdir(), `sluice-bench-${label}-`))
+  return { path, remove: async () => { await rm(path, { recursive: true, force: true }) } }
+}
+
+export async function copyDir (from: string, to: string): Promise<void> {
+  await cp(from, to, { recursive: true })
+}
+
+/**
+ * A port on 127.0.0.1 with nothing listening: where "the upstream is down" points. (Another
+ * process could take it in the meantime; on a bench machine that is unlikely and harmless.)
+ */
+export async function closedPort (): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address()
+      const port = typeof address === 'object' && address !== null ? address.port : 0
+      server.close(() => { resolve(port) })
+    })
+  })
+}
+
+export async function sleep (ms: number): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, ms))
+}

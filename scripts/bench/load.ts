@@ -1,0 +1,103 @@
+/**
+ * Child process generating load: `clients` MQTT.js clients publishing at QoS 1, each keeping
+ * `window` publishes awaiting their PUBACK, until `total` are acknowledged. Bounded: it stops by
+ * itself. Reports the wall-clock time of the first publish and of the last PUBACK, so the bench
+ * can time the run from first publish to last arrival upstream.
+ */
+import mqtt, { type MqttClient } from 'mqtt'
+import { serve, wallNow } from './ipc.js'
+import { readingPayload, sensorTopic } from './common.js'
+
+let clients: MqttClient[] = []
+
+export interface ConnectParams {
+  port: number
+  clients: number
+}
+
+export interface RunParams {
+  total: number
+  window: number
+  /** topic of each client, `{i}` replaced by its index; default a sensor topic per client */
+  topic?: string
+  /** payload (UTF-8); default a sensor reading per client */
+  payload?: string
+}
+
+export interface RunResult {
+  /** wall-clock ms of the first publish */
+  t0: number
+  /** wall-clock ms of the last PUBACK */
+  tAcked: number
+  acked: number
+}
+
+async function connectAll ({ port, clients: count }: ConnectParams): Promise<void> {
+  await closeAll()
+  clients = await Promise.all(Array.from({ length: count }, async (_, i) => {
+    const client = mqtt.connect(`mqtt://127.0.0.1:${port}`, {
+      clientId: `bench-load-${process.pid}-${i}`,
+      protocolVersion: 4,
+      clean: true,
+      reconnectPeriod: 0,
+      connectTimeout: 10_000
+    })
+    await new Promise<void>((resolve, reject) => {
+      client.once('connect', () => { resolve() })
+      client.once('error', reject)
+    })
+    return client
+  }))
+}
+
+/** One client's share: keeps `window` publishes in flight until `quota` are acknowledged. */
+async function pump (client: MqttClient, quota: number, window: number, topic: string, payload: Buffer): Promise<void> {
+  if (quota === 0) return
+  let onClose = (): void => {}
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let sent = 0
+      let acked = 0
+      const onAck = (err?: Error | null): void => {
+        if (err !== undefined && err !== null) { reject(err); return }
+        acked++
+        if (sent < quota) send()
+        else if (acked === quota) resolve()
+      }
+      const send = (): void => {
+        sent++
+        client.publish(topic, payload, { qos: 1 }, onAck)
+      }
+      onClose = () => { reject(new Error(`connection closed after ${acked} of ${quota} PUBACKs`)) }
+      client.once('close', onClose)
+      while (sent < quota && sent < window) send()
+    })
+  } finally {
+    client.off('close', onClose)
+  }
+}
+
+async function run ({ total, window, topic, payload }: RunParams): Promise<RunResult> {
+  if (clients.length === 0) throw new Error('not connected')
+  const base = Math.floor(total / clients.length)
+  const extra = total % clients.length
+  const t0 = wallNow()
+  await Promise.all(clients.map(async (client, i) => {
+    const quota = base + (i < extra ? 1 : 0)
+    const clientTopic = topic === undefined ? sensorTopic(i) : topic.replaceAll('{i}', String(i))
+    const body = payload === undefined ? readingPayload(i, 0) : Buffer.from(payload)
+    await pump(client, quota, window, clientTopic, body)
+  }))
+  return { t0, tAcked: wallNow(), acked: total }
+}
+
+async function closeAll (): Promise<void> {
+  await Promise.all(clients.map(async (client) => { await client.endAsync(true).catch(() => {}) }))
+  clients = []
+}
+
+serve({
+  connect: connectAll,
+  run,
+  close: closeAll
+})
