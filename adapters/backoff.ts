@@ -25,3 +25,17 @@ export async function connectWithBackoff<T> (connect: () => Promise<T>, options:
     }
   })
 }
+
+/** Waits `ms` milliseconds, or less if `signal` aborts first (it resolves either way). */
+export async function delay (ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(done, ms)
+    function done (): void {
+      clearTimeout(timer)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    signal.addEventListener('abort', done)
+  })
+}

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events'
 import type { IPublishPacket } from 'mqtt'
 import type { Logger } from 'pino'
 import { readPasswordFile } from '../config/index.js'
-import { connectWithBackoff } from './backoff.js'
+import { connectWithBackoff, delay } from './backoff.js'
 import type { IngestAdapter, IngestAdapterEvents, ReadingSink, RefusalReason } from './contract.js'
 import { type DeliveryStore, RecentDeliveries, digestOf } from './subscribe-deliveries.js'
 import { Link } from './subscribe-link.js'
@@ -291,17 +291,4 @@ export class SubscribeAdapter extends EventEmitter<IngestAdapterEvents> implemen
     this.deliveries?.close()
     this.status = 'closed'
   }
-}
-
-async function delay (ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return
-  await new Promise<void>((resolve) => {
-    const timer = setTimeout(done, ms)
-    function done (): void {
-      clearTimeout(timer)
-      signal.removeEventListener('abort', done)
-      resolve()
-    }
-    signal.addEventListener('abort', done)
-  })
 }

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events'
 import mqtt, { type IClientOptions, type IClientPublishOptions, type MqttClient } from 'mqtt'
-import { connectWithBackoff } from './backoff.js'
+import { connectWithBackoff, delay } from './backoff.js'
 import type { Logger } from 'pino'
 import {
   type UpstreamAdapter, type UpstreamAdapterEvents, type UpstreamLimits, type UpstreamMessage,
@@ -216,17 +216,4 @@ export class MqttUpstream extends EventEmitter<UpstreamAdapterEvents> implements
     await this.running
     this.status = 'closed'
   }
-}
-
-async function delay (ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return
-  await new Promise<void>((resolve) => {
-    const timer = setTimeout(done, ms)
-    function done (): void {
-      clearTimeout(timer)
-      signal.removeEventListener('abort', done)
-      resolve()
-    }
-    signal.addEventListener('abort', done)
-  })
 }

@@ -66,6 +66,8 @@ export interface StatusReport {
   }
   /** readings set aside (refused by the upstream) and kept for inspection */
   deadLetters: number
+  /** the newest of them (at most 20), without their payloads */
+  recentDeadLetters: Array<{ seq: number, epoch: string, topic: string, time: string, setAsideAt: string, reason: string, reasonCode: number | null, attempts: number, bytes: number }>
 }
 
 /** Gathers the report from a running gateway: cheap (two statfs and one seek). */
@@ -125,7 +127,18 @@ export async function buildStatus (gateway: Gateway): Promise<StatusReport> {
       refused: { ...stats.refused },
       dropped
     },
-    deadLetters: stats.deadLetters
+    deadLetters: stats.deadLetters,
+    recentDeadLetters: (await gateway.deadLetters(20)).map((d) => ({
+      seq: d.seq,
+      epoch: d.epoch,
+      topic: d.topic,
+      time: new Date(d.time).toISOString(),
+      setAsideAt: new Date(d.at).toISOString(),
+      reason: d.reason,
+      reasonCode: d.reasonCode,
+      attempts: d.attempts,
+      bytes: d.payload.byteLength
+    }))
   }
   return report
 }
@@ -261,6 +274,10 @@ export function formatStatus (r: StatusReport): string {
   row('ingest', r.ingest.map(describeIngest).join('; '))
   row('buffer', `epoch ${r.buffer.epoch}, last seq ${count(r.buffer.lastSeq)}, ${bytes(r.buffer.writtenBytes)} written since start`)
   if (r.deadLetters > 0) row('set aside', `${count(r.deadLetters)} reading${r.deadLetters === 1 ? '' : 's'} the upstream refused, kept for inspection`)
+  for (const d of r.recentDeadLetters ?? []) {
+    const code = d.reasonCode === null ? '' : ` 0x${d.reasonCode.toString(16).padStart(2, '0')}`
+    lines.push(`  seq ${d.seq} ${d.topic} (${bytes(d.bytes)}): ${d.reason}${code} after ${d.attempts} tries, set aside ${d.setAsideAt}`)
+  }
   return `${lines.join('\n')}\n`
 }
 

@@ -11,6 +11,7 @@ import { join } from 'node:path'
 import { startMosquitto } from './helpers/mosquitto.js'
 import { startReceiver } from './helpers/receiver.js'
 import { startGateway } from './helpers/gateway.js'
+import { buildStatus, formatStatus } from '../daemon/status.js'
 import { startMqttTap } from './helpers/mqtt-tap.js'
 import { startMuteProxy } from './helpers/mute-proxy.js'
 import { type Arrival, arrivals, firstArrivals, publishAll, readingSeqs, readings } from './helpers/upstream.js'
@@ -51,6 +52,10 @@ t.test('a refused message is retried rejectRetries times, then set aside: gap ev
   t.match(letters[0], { seq: 6, topic: 'sensors/forbidden/x', reason: 'rejected', reasonCode: 0x87, attempts: 3, from: 6, to: 6 })
   t.equal(Buffer.from(letters[0].payload).toString(), '{"secret":1}')
   t.ok(Math.abs(letters[0].at - Date.now()) < 60_000, 'with the time it was set aside')
+  // what `sluice status` (and /status) shows the operator
+  const report = await buildStatus(gateway)
+  t.match(report.recentDeadLetters, [{ seq: 6, topic: 'sensors/forbidden/x', reason: 'rejected', reasonCode: 0x87, attempts: 3, bytes: 12 }])
+  t.match(formatStatus(report), /seq 6 sensors\/forbidden\/x \(12 B\): rejected 0x87 after 3 tries/)
   await waitUntil(() => gateway.stats().backlog === 0, 10_000, 'an empty backlog')
 })
 
