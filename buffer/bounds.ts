@@ -19,11 +19,12 @@ export const UNBOUNDED: BufferBounds = { maxBytes: Number.POSITIVE_INFINITY, min
  * LevelDB's sizes scaled to the bound. LevelDB keeps up to `writeBufferSize` in its write-ahead
  * log before it writes a table, and only then can deleted entries give their space back; and its
  * level 0 holds up to 8 such tables before it slows writes, all of which one compaction may
- * rewrite. With its default 4 MiB a small buffer could never free anything; 1/64 of the bound
- * (64 KiB to 4 MiB) keeps both small and still writes tables of a useful size.
+ * rewrite. With its default 4 MiB a small buffer could never free anything; 1/256 of the bound
+ * (64 KiB to 4 MiB, the default from 1 GiB up) keeps both small and still writes tables of a
+ * useful size.
  */
 export function levelSizes (maxBytes: number): { writeBufferSize: number, maxFileSize: number } {
-  const scaled = Number.isFinite(maxBytes) ? Math.floor(maxBytes / 64) : Number.POSITIVE_INFINITY
+  const scaled = Number.isFinite(maxBytes) ? Math.floor(maxBytes / 256) : Number.POSITIVE_INFINITY
   return {
     writeBufferSize: clamp(scaled, 64 * 1024, 4 * 1024 * 1024),
     maxFileSize: clamp(scaled, 64 * 1024, 2 * 1024 * 1024)
@@ -31,19 +32,26 @@ export function levelSizes (maxBytes: number): { writeBufferSize: number, maxFil
 }
 
 /**
- * Room the buffer keeps below `maxBytes` for LevelDB's compactions, which write the new version
- * of the tables they rewrite before they delete the old one: while one runs, those tables are on
- * disk twice. LevelDB compacts level 0 (up to 8 write buffers) into level 1 (10 MiB, fixed in
- * LevelDB) with everything they overlap; deeper levels go a few tables at a time. In a small
- * buffer everything sits in those two levels and one compaction can rewrite all of it, so 60% of
- * the bound stays free (the write-ahead log and LevelDB's small files need the extra tenth); in a
- * large one the reserve is what those two levels can hold: 46 MiB of a 1 GiB buffer (4.5%),
- * 20 MiB of 64 MiB. Measured peaks are in test/bounds.test.ts.
+ * Room the buffer keeps below `maxBytes` for LevelDB's own work, which the disk sees and the
+ * buffer's size does not count:
+ *
+ * - a compaction writes the new version of the tables it rewrites before it deletes the old one,
+ *   so while it runs they are on disk twice. LevelDB compacts level 0 (up to 8 write buffers)
+ *   into level 1 (10 MiB, fixed in LevelDB) with everything they overlap; deeper levels go a few
+ *   tables at a time;
+ * - tables a compaction replaced while an iterator was reading them stay on disk until LevelDB's
+ *   next compaction (the buffer counts them once it sees them, and has them deleted before it
+ *   calls itself full, but a compaction may start before that).
+ *
+ * So the reserve is twice what levels 0 and 1 can hold, and in a small buffer, where everything
+ * sits in those two levels, 70% of the bound: the readings, an old copy and a new copy of them
+ * must fit, with the write-ahead log. A 1 GiB buffer keeps 88 MiB (8.6%), 256 MiB keeps 38 MiB.
+ * The peaks measured are in test/buffer-model.test.ts and test/bounds.test.ts.
  */
 export function reserveFor (maxBytes: number): number {
   if (!Number.isFinite(maxBytes)) return 0
   const { writeBufferSize, maxFileSize } = levelSizes(maxBytes)
-  return Math.min(Math.floor(maxBytes * 0.6), 8 * writeBufferSize + 10 * 1024 * 1024 + 2 * maxFileSize)
+  return Math.min(Math.floor(maxBytes * 0.7), 2 * (8 * writeBufferSize + 10 * 1024 * 1024) + 2 * maxFileSize)
 }
 
 /** The bytes of readings a buffer bounded by `maxBytes` holds before it is full. */
@@ -66,7 +74,8 @@ export type Shortage = 'full' | 'disk-low'
  * is there only while the compaction runs, and the reserve below maxBytes is for those
  * (reserveFor). Counting them would make the size jump by whatever a compaction happens to be
  * rewriting at the moment of the sample, and a buffer under drop-oldest would drop readings for
- * space that is about to come back.
+ * space that is about to come back. Obsolete tables LevelDB has not deleted yet are counted: the
+ * log has it delete them before it calls itself full.
  *
  * Between samples every byte handed to LevelDB is added on top, so the estimate errs high while
  * the write-ahead log grows and is corrected by the next sample, taken at least every second while
@@ -85,6 +94,13 @@ export class DiskUsage {
   private sampling: Promise<void> | null = null
   /** when the last sample was taken (performance.now) */
   sampledAt = Number.NEGATIVE_INFINITY
+  /** bytes of obsolete tables LevelDB has not deleted yet, at the last sample (counted in `bytes`) */
+  lingeringBytes = 0
+  /**
+   * bytes of LevelDB's info log (LOG) and its MANIFEST at the last sample: both grow with every
+   * compaction for as long as the database stays open (counted in `bytes`)
+   */
+  journalBytes = 0
 
   /** `liveTables` lists the current version's table files (number -> bytes), null when unknown */
   constructor (path: string, bounds: BufferBounds, liveTables: () => Map<number, number> | null = () => null) {
@@ -132,13 +148,30 @@ export class DiskUsage {
     // measured: a memtable flush that lands meanwhile moves data from the log file (measured
     // before) to a table (listed after), and is counted once rather than not at all.
     const first = this.liveTables()
-    const [files, free] = await Promise.all([directoryBytes(this.path, first === null ? null : 'others'), freeBytes(this.path)])
+    const [files, free] = await Promise.all([directoryFiles(this.path), freeBytes(this.path)])
     const second = this.liveTables()
-    let tables = 0
-    if (first !== null && second !== null) {
-      for (const size of new Map([...first, ...second]).values()) tables += Math.ceil(size / BLOCK) * BLOCK
+    let bytes = 0
+    let lingering = 0
+    if (first === null || second === null) {
+      for (const f of files) bytes += f.bytes
+    } else {
+      const live = new Map([...first, ...second])
+      const newest = Math.max(0, ...live.keys())
+      for (const size of live.values()) bytes += Math.ceil(size / BLOCK) * BLOCK
+      for (const f of files) {
+        if (f.table === null) {
+          bytes += f.bytes
+        } else if (!live.has(f.table) && f.table < newest) {
+          // A table LevelDB no longer uses and has not deleted yet: it deletes obsolete tables
+          // after a compaction, but keeps those an open iterator still reads until the next one.
+          lingering += f.bytes
+        }
+        // A table newer than every live one is a compaction's output in the making: the reserve.
+      }
     }
-    this.sampledBytes = files + tables
+    this.sampledBytes = bytes + lingering
+    this.lingeringBytes = lingering
+    this.journalBytes = files.reduce((sum, f) => sum + (f.journal ? f.bytes : 0), 0)
     this.sampledFree = free
     this.writtenSince = Math.max(0, this.writtenSince - before)
     this.sampledAt = performance.now()
@@ -153,28 +186,34 @@ export function parseSstables (text: string): Map<number, number> {
 }
 
 /**
- * The allocated size of the regular files directly in `dir`; with `'others'`, of those that are
- * not LevelDB tables (the tables are then counted from LevelDB's list, see DiskUsage).
+ * The regular files directly in `dir`: allocated bytes, the table number of a LevelDB table, and
+ * whether it is one of the files LevelDB appends to until it is reopened (LOG, MANIFEST-*).
  */
-export async function directoryBytes (dir: string, which: 'all' | 'others' | null = 'all'): Promise<number> {
+async function directoryFiles (dir: string): Promise<Array<{ table: number | null, journal: boolean, bytes: number }>> {
   let names: string[]
   try {
     names = await readdir(dir)
   } catch {
-    return 0
+    return []
   }
-  const sizes = await Promise.all(names.map(async (name) => {
-    if (which === 'others' && /^\d+\.(ldb|sst)$/.test(name)) return 0
+  const files = await Promise.all(names.map(async (name) => {
+    const table = /^(\d+)\.(ldb|sst)$/.exec(name)
     try {
       const s = await stat(join(dir, name))
-      if (!s.isFile()) return 0
+      if (!s.isFile()) return null
       // Allocated blocks are what fills a disk; a file that is being written may not have them yet.
-      return Math.max(s.blocks * 512, s.size)
+      const journal = name === 'LOG' || name.startsWith('MANIFEST-')
+      return { table: table === null ? null : Number(table[1]), journal, bytes: Math.max(s.blocks * 512, s.size) }
     } catch {
-      return 0 // LevelDB deleted it meanwhile
+      return null // LevelDB deleted it meanwhile
     }
   }))
-  return sizes.reduce((a, b) => a + b, 0)
+  return files.filter((f) => f !== null)
+}
+
+/** The allocated size of the regular files directly in `dir`, in bytes. */
+export async function directoryBytes (dir: string): Promise<number> {
+  return (await directoryFiles(dir)).reduce((sum, f) => sum + f.bytes, 0)
 }
 
 /** The unit a file's size is rounded up to on disk (a filesystem block). */
@@ -191,4 +230,14 @@ async function freeBytes (dir: string): Promise<number> {
 
 function clamp (value: number, min: number, max: number): number {
   return Math.min(max, Math.max(min, value))
+}
+
+/**
+ * How large LevelDB's LOG and MANIFEST may grow before the log reopens the database, which starts
+ * both afresh (LOG moves to LOG.old, the MANIFEST is rewritten as one snapshot). Each compaction
+ * adds a few hundred bytes to both; a gateway that runs for months would otherwise creep towards
+ * full on them alone. 1/64 of the bound, 64 KiB to 16 MiB.
+ */
+export function journalLimit (maxBytes: number): number {
+  return Number.isFinite(maxBytes) ? clamp(Math.floor(maxBytes / 64), 64 * 1024, 16 * 1024 * 1024) : 16 * 1024 * 1024
 }

@@ -33,7 +33,7 @@ export function levelCode (err: unknown): string | undefined {
  */
 export function isDamage (err: unknown): boolean {
   const code = levelCode(err)
-  if (code === 'LEVEL_CORRUPTION' || code === 'SLUICE_BUFFER_CORRUPT_RECORD') return true
+  if (code === 'LEVEL_CORRUPTION' || code === 'SLUICE_BUFFER_CORRUPT_RECORD' || code === 'SLUICE_BUFFER_CORRUPT') return true
   if (code !== 'LEVEL_IO_ERROR') return false
   const text = `${(err as Error).message} ${String((err as { cause?: Error }).cause?.message ?? '')}`
   return !/Permission denied|Read-only file system|No space left|Disk quota|Too many open files/i.test(text)

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events'
 import { randomBytes } from 'node:crypto'
-import { mkdir } from 'node:fs/promises'
+import { mkdir, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { uptime as osUptime } from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { ClassicLevel } from 'classic-level'
@@ -10,12 +11,12 @@ import {
   type EpochEventData, type GapData, type GapReason, type LogEntry, type ReadingInput,
   decodeEntry, decodeMeta, encodeEpochEvent, encodeGap, encodeMeta, encodeReading
 } from './codec.js'
-import { type BufferBounds, DiskUsage, PER_OP_OVERHEAD, type Shortage, UNBOUNDED, levelSizes, parseSstables } from './bounds.js'
+import { type BufferBounds, DiskUsage, PER_OP_OVERHEAD, type Shortage, UNBOUNDED, journalLimit, levelSizes, parseSstables } from './bounds.js'
 import { BufferClock, type StoredClock } from './clock.js'
 import { Gate } from './gate.js'
 import { PendingCommit, type WriteOp } from './pending.js'
 import { type DropPredicate, findHoles, planDrop } from './retention.js'
-import { type RecoveryReport, repairDatabase, setAside } from './recover.js'
+import { type RecoveryReport, discardBeforeRepair, repairDatabase, setAside } from './recover.js'
 
 export interface DurableLogOptions {
   /** the LevelDB directory; created when missing */
@@ -152,6 +153,8 @@ const OK: BufferHealth = { accepting: true, reason: null }
 const SAMPLE_WHEN_SHORT_MS = 50
 /** entries one drop decision looks at, at most: it holds their keys until its batch is written */
 const DROP_SCAN_LIMIT = 10_000
+/** a key range that holds nothing (log keys start with 'l', meta with 'm', sublevels with '!') */
+const EMPTY_RANGE = [Buffer.from([0x00]), Buffer.from([0x01])] as const
 /** retries of a failed write: the first after this, doubling up to the max */
 const RETRY_MIN_MS = 250
 const RETRY_MAX_MS = 10_000
@@ -207,6 +210,8 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
   private compactedPos = 0
   /** bytes of readings acknowledged since the last compaction, estimated */
   private deadBytes = 0
+  /** when acknowledged entries were last compacted away (performance.now) */
+  private lastCompaction = 0
   private bytesPerReading = 100
   private readonly drops: Record<GapReason, number> = { overflow: 0, ttl: 0, rejected: 0, corrupt: 0 }
   report: OpenReport = { created: false, uncleanStop: false }
@@ -282,11 +287,21 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     await mkdir(this.path, { recursive: true })
     try {
       await this.openLevel()
-      await this.loadMeta()
+      // LevelDB replays its write-ahead log at open and skips records that fail their checksum,
+      // saying so only in its info log: what it skipped were readings, so they are looked for.
+      const dropped = await recoveryDrops(this.path)
+      await this.loadMeta({ repaired: dropped !== null })
+      if (dropped !== null) {
+        const problem = `LevelDB found its write-ahead log damaged and skipped part of it: ${dropped}`
+        const lostSeqs = await this.announceHoles(this.epochs[this.epochs.length - 1].from - 1)
+        this.report.recovery = { problem, action: 'repaired', files: 0, bytes: 0, lostSeqs }
+      }
     } catch (err) {
       await this.closeLevelQuietly()
       if (!isDamage(err)) throw asOpenError(err, this.path)
-      this.report.recovery = await this.recoverAtOpen(err)
+      // loadMeta (inside) replaces this.report: take the result first, then attach it.
+      const recovery = await this.recoverAtOpen(err)
+      this.report.recovery = recovery
     }
     await this.usage.sample()
     this._status = 'open'
@@ -330,6 +345,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
         await this.openLevel()
         await this.loadMeta({ repaired: true })
         report.lostSeqs = await this.announceHoles(this.epochs[this.epochs.length - 1].from - 1)
+        await discardBeforeRepair(this.path)
         return report
       } catch (err) {
         if ((err as BufferError).code === 'SLUICE_BUFFER_LOCKED') throw err
@@ -560,7 +576,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
         if (attempt > 0) await this.reopen()
         await this.options.beforeCommit?.(readings)
         const started = performance.now()
-        await this.gate.shared(async () => { await this.db.batch(ops, { sync }) })
+        await this.gate.shared('commit', async () => { await this.db.batch(ops, { sync }) })
         const durationMs = performance.now() - started
         if (this._health.reason === 'write-failed') {
           this.setHealth(OK)
@@ -578,7 +594,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
           })
         }
         try {
-          await sleep(delay, undefined, { signal: this.stopping.signal, ref: false })
+          await sleep(delay, undefined, { signal: this.stopping.signal })
         } catch {
           throw err
         }
@@ -620,11 +636,19 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
    */
   private async makeRoom (commit: PendingCommit): Promise<void> {
     if (!Number.isFinite(this.bounds.maxBytes) && this.bounds.minFreeDisk === 0) return
+    let collected = false
     for (;;) {
       if (this.usage.room().bytes < commit.bytes) await this.usage.sampleIfOlder(SAMPLE_WHEN_SHORT_MS)
       const room = this.usage.room()
       if (room.bytes >= commit.bytes) break
       if (await this.compactAcknowledged()) continue
+      if (!collected && this.usage.lingeringBytes > 0) {
+        // Obsolete tables an iterator held when their compaction ended stay until LevelDB's next
+        // compaction: have one (of an empty key range: it only deletes them) before dropping.
+        collected = true
+        await this.compact(EMPTY_RANGE[0], EMPTY_RANGE[1])
+        continue
+      }
       if (this.bounds.overflow === 'drop-newest') {
         const { dropped, gap } = commit.keepPrefix(room.bytes)
         if (gap !== null && dropped > 0) this.countDrop({ reason: 'overflow', from: gap.from, to: gap.to, count: dropped })
@@ -677,13 +701,14 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     if (to <= from) return false
     this.compactedPos = to
     this.deadBytes = 0
+    this.lastCompaction = performance.now()
     await this.compact(logKey(from), logKey(to))
     return true
   }
 
   private async compact (start: Buffer, end: Buffer): Promise<void> {
     try {
-      await this.gate.shared(async () => { await this.db.compactRange(start, end) })
+      await this.gate.shared('compact', async () => { await this.db.compactRange(start, end) })
     } catch {
       // A failed compaction only delays getting the space back; the write path reports real faults.
     }
@@ -747,19 +772,34 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
   private async maintenanceRound (): Promise<void> {
     const now = performance.now()
     if (this.usage.written > 0 || now - this.usage.sampledAt > 10_000) await this.usage.sample()
+    // Obsolete tables LevelDB kept for an iterator go at its next compaction: have one now (of an
+    // empty key range: it only flushes the small write buffer and deletes them).
+    if (this.usage.lingeringBytes > 0 && Number.isFinite(this.bounds.maxBytes)) await this.compact(EMPTY_RANGE[0], EMPTY_RANGE[1])
+    // LevelDB's LOG and MANIFEST grow with every compaction until the database is reopened.
+    if (this.usage.journalBytes > journalLimit(this.bounds.maxBytes)) {
+      await this.reopen()
+      await this.usage.sample()
+    }
     if (now - this.lastClockSave >= CLOCK_SAVE_MS) {
       this.lastClockSave = now
-      await this.gate.shared(async () => { await this.db.put(metaKey('clock'), encodeMeta(this.ttlClock.save())) })
+      await this.gate.shared('clock', async () => {
+        await this.db.batch([
+          { type: 'put', key: metaKey('clock'), value: encodeMeta(this.ttlClock.save()) },
+          { type: 'put', key: metaKey('epochs'), value: encodeMeta(this.epochs) }
+        ])
+      })
     }
     if (this.bounds.ttlMs > 0 && now - this.lastTtlSweep >= ttlSweepInterval(this.bounds.ttlMs)) {
       this.lastTtlSweep = now
       await this.expire()
     }
     // Compaction rewrites tables (flash wear), so it waits until the acknowledged garbage is worth
-    // it: a quarter of the bound, or 64 MiB. A buffer that fills compacts at once (makeRoom).
-    if (Number.isFinite(this.bounds.maxBytes) && this.deadBytes >= Math.min(this.bounds.maxBytes / 4, 64 * 1024 * 1024)) {
-      await this.compactAcknowledged()
-    }
+    // it (a quarter of the bound, or 64 MiB), or half a minute has passed: garbage never sits
+    // for long, and a steady flow compacts twice a minute. A buffer that fills compacts at once
+    // (makeRoom).
+    const worth = this.deadBytes >= Math.min(this.bounds.maxBytes / 4, 64 * 1024 * 1024)
+    const due = this.deadBytes > 0 && now - this.lastCompaction >= 30 * (this.options.maintenanceIntervalMs ?? 1000)
+    if (Number.isFinite(this.bounds.maxBytes) && (worth || due)) await this.compactAcknowledged()
     this.wakeSpaceWaiter()
   }
 
@@ -792,7 +832,15 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     this.unsyncedWrites = false
     // A synced write fsyncs LevelDB's log file, and with it every earlier unsynced write.
     const state: RunState = { bootId: this.options.bootId, running: true }
-    await this.gate.shared(async () => { await this.db.put(metaKey('state'), encodeMeta(state), { sync: true }) })
+    // The epoch record rides along: LevelDB keeps a key where it was last written, so a record
+    // written once would sit in the oldest table, and a repair that loses that table would lose
+    // every epoch with it. Written with each sync, a copy is always in the newest data.
+    await this.gate.shared('sync', async () => {
+      await this.db.batch([
+        { type: 'put', key: metaKey('state'), value: encodeMeta(state) },
+        { type: 'put', key: metaKey('epochs'), value: encodeMeta(this.epochs) }
+      ], { sync: true })
+    })
   }
 
   /**
@@ -816,7 +864,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
   }
 
   private async readEntries (after: number, limit: number): Promise<LogEntry[]> {
-    return await this.gate.shared(async () => {
+    return await this.gate.shared('read', async () => {
       const entries: LogEntry[] = []
       const end = this.readFence === null ? LOG_END : logKey(this.readFence)
       // Only committed entries are ever in LevelDB, so the scan needs no upper bound of its own.
@@ -855,6 +903,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
           await this.db.open()
           report.lostSeqs = await this.announceHoles(this._lastCommittedSeq)
           await this.db.batch(this.metaOps(), { sync: true })
+          await discardBeforeRepair(this.path)
         } catch (err) {
           repaired = false
           report.problem += `; after a repair: ${describe(err)}`
@@ -912,7 +961,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
   }
 
   private async writeAck (upTo: number): Promise<void> {
-    await this.gate.shared(async () => {
+    await this.gate.shared('ack', async () => {
       // Delete first, then move the cursor: a crash in between leaves the cursor behind, which
       // only means entries already gone are looked for again, never a record left behind for good.
       await this.db.clear({ gt: logKey(this._ackPos), lte: logKey(upTo) })
@@ -926,7 +975,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     const before = this.epochs.length
     this.pruneEpochs()
     if (this.epochs.length !== before) {
-      await this.gate.shared(async () => { await this.db.put(metaKey('epochs'), encodeMeta(this.epochs)) })
+      await this.gate.shared('epochs', async () => { await this.db.put(metaKey('epochs'), encodeMeta(this.epochs)) })
     }
     this.wakeSpaceWaiter()
   }
@@ -960,6 +1009,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
       try {
         await this.db.batch([
           { type: 'put', key: metaKey('clock'), value: encodeMeta(this.ttlClock.save()) },
+          { type: 'put', key: metaKey('epochs'), value: encodeMeta(this.epochs) },
           { type: 'put', key: metaKey('state'), value: encodeMeta({ bootId: this.options.bootId, running: false } satisfies RunState) }
         ], { sync: true })
       } catch {
@@ -969,6 +1019,25 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     await this.closeLevelQuietly()
     this._status = 'closed'
   }
+}
+
+/**
+ * What LevelDB's recovery at open skipped, from its info log (LOG, started afresh at each open):
+ * "(ignoring error) .../000003.log: dropping 32768 bytes; Corruption: checksum mismatch". Null
+ * when it skipped nothing. A log cut short at its end is not reported: that is what a crash in
+ * the middle of a write leaves, and the read-back treats it the same way.
+ */
+async function recoveryDrops (path: string): Promise<string | null> {
+  let text: string
+  try {
+    text = await readFile(join(path, 'LOG'), 'utf8')
+  } catch {
+    return null
+  }
+  const lines = text.split('\n').filter((line) => /: dropping \d+ bytes; /.test(line))
+  if (lines.length === 0) return null
+  const bytes = lines.reduce((sum, line) => sum + Number(/dropping (\d+) bytes/.exec(line)?.[1] ?? 0), 0)
+  return `${bytes} bytes in ${lines.length} places (${lines[0].replace(/^.*?: dropping/, 'dropping')})`
 }
 
 /**

@@ -1,4 +1,4 @@
-import { mkdir, readdir, rename, stat } from 'node:fs/promises'
+import { copyFile, link, mkdir, readdir, rename, rm, stat } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { ClassicLevel } from 'classic-level'
 
@@ -15,7 +15,10 @@ export interface RecoveryReport {
    * nothing usable, so the directory was moved aside whole and a fresh buffer started.
    */
   action: 'repaired' | 'set-aside'
-  /** where the damaged files went (set-aside) */
+  /**
+   * where the damaged files went (set-aside): the directory as the failed repair left it, with
+   * the files exactly as they were before the repair in its `before-repair/` folder
+   */
   setAsideTo?: string
   /** how many files, and bytes, were set aside */
   files: number
@@ -24,14 +27,36 @@ export interface RecoveryReport {
   lostSeqs: number
 }
 
-/** Runs LevelDB's repairer on a closed database; false when it fails. */
+/** The folder inside a damaged buffer that keeps its files as they were before a repair. */
+export const BEFORE_REPAIR = 'before-repair'
+
+/**
+ * Runs LevelDB's repairer on a closed database; false when it fails. The repairer rewrites
+ * CURRENT and the MANIFEST and moves what it cannot use to `lost/`, so first the files are kept
+ * as they were in `before-repair/` (hard links: LevelDB never changes a file in place, so this
+ * costs no space until the repaired database replaces them). A repair that works removes that
+ * folder with `discardBeforeRepair`; one that fails leaves it for the set-aside directory.
+ */
 export async function repairDatabase (path: string): Promise<{ ok: boolean, error?: string }> {
+  const keep = join(path, BEFORE_REPAIR)
+  await rm(keep, { recursive: true, force: true })
+  await mkdir(keep)
+  for (const name of await readdir(path)) {
+    const from = join(path, name)
+    if (!(await stat(from).catch(() => null))?.isFile()) continue
+    await link(from, join(keep, name)).catch(async () => { await copyFile(from, join(keep, name)) })
+  }
   try {
     await ClassicLevel.repair(path)
     return { ok: true }
   } catch (err) {
     return { ok: false, error: (err as Error).message }
   }
+}
+
+/** After a repair that worked: the copy of the files from before it is not needed. */
+export async function discardBeforeRepair (path: string): Promise<void> {
+  await rm(join(path, BEFORE_REPAIR), { recursive: true, force: true })
 }
 
 /**
@@ -72,7 +97,7 @@ async function treeSize (dir: string): Promise<{ files: number, bytes: number }>
     return { files, bytes }
   }
   for (const name of names) {
-    if (name.startsWith('corrupt-')) continue
+    if (name.startsWith('corrupt-') || name === BEFORE_REPAIR) continue
     const full = join(dir, name)
     const s = await stat(full).catch(() => null)
     if (s === null) continue

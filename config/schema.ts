@@ -218,7 +218,7 @@ const buffer = section(
       // sizable part of anything smaller.
       .refine((bytes) => bytes >= MIN_BUFFER_BYTES, { error: `must be at least 1MiB (${MIN_BUFFER_BYTES} bytes)` })
       .prefault('1GiB')
-      .describe('Most disk space the buffer\'s directory may use, in bytes or with a unit ("1GiB"), as the disk counts it (LevelDB\'s own files included). Part of it stays free for LevelDB\'s compactions, which briefly hold tables twice: half of a small bound, about 46MiB of 1GiB. What a full buffer does is buffer.overflow.'),
+      .describe('Most disk space the buffer\'s directory may use, in bytes or with a unit ("1GiB"), as the disk counts it (LevelDB\'s own files included). Part of it stays free for LevelDB\'s compactions, which briefly hold tables twice or three times: 70% of a bound under 32MiB, 88MiB of 1GiB. What a full buffer does is buffer.overflow.'),
     minFreeDisk: size()
       .prefault('256MiB')
       .describe('Disk space the buffer leaves free on its volume, in bytes or with a unit ("256MiB"): below it the buffer counts as full, whatever else filled the disk.'),

@@ -484,7 +484,7 @@ function logRecovery (logger: Logger, recovery: RecoveryReport): void {
       `the buffer was damaged and LevelDB repaired it; ${lostSeqs} readings could not be saved and are announced upstream as a gap (reason "corrupt"); continuing under a new epoch`)
   } else {
     logger.error({ code: 'SLUICE_BUFFER_CORRUPT', problem, setAsideTo, files, bytes },
-      `the buffer was damaged beyond repair: its ${files} files (${bytes} bytes) were moved to ${String(setAsideTo)} (delete them once inspected); started a fresh buffer`)
+      `the buffer was damaged beyond repair: its ${files} files (${bytes} bytes) were moved to ${String(setAsideTo)} (as they were before the repair attempt in its before-repair/ folder; delete them once inspected); started a fresh buffer`)
   }
 }
 

@@ -73,8 +73,11 @@ async function handle (m) {
     case 'expire': {
       offset += m.advanceMs
       const cutoff = log.ttlClock.now() - opts.bounds.ttlMs
+      // Readings held back by a full buffer are written later, stamped with the time they were
+      // accepted: the next expiry takes them.
+      const committed = log.lastCommittedSeq
       const dropped = await log.expire()
-      return { cutoff, dropped }
+      return { cutoff, committed, dropped }
     }
     case 'snapshot': {
       // Straight from LevelDB, past the log's API: reading through it would count as the
