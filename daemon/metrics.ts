@@ -3,7 +3,7 @@ import type { CommitInfo } from '../buffer/index.js'
 import type { StatusReport } from './status.js'
 
 /** Every reason a reading can be dropped [SPEC 2.4, section 5]: shown at 0 before any drop. */
-export const DROP_REASONS = ['overflow', 'ttl', 'rejected'] as const
+export const DROP_REASONS = ['overflow', 'ttl', 'rejected', 'corrupt'] as const
 
 /** Totals the rate window samples. */
 export interface RateTotals { ingested: number, forwarded: number }

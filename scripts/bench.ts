@@ -1,6 +1,6 @@
 /**
- * sluice's benchmarks: `npm run bench` (about 5 minutes) or `node dist/scripts/bench.js --quick`
- * (about 1 minute). Each figure is measured beside a baseline in the same run, repeated, and
+ * sluice's benchmarks: `npm run bench` (about 9 minutes) or `node dist/scripts/bench.js --quick`
+ * (about 2 minutes). Each figure is measured beside a baseline in the same run, repeated, and
  * reported as medians with their spread; a table goes to stdout and the full results (every run,
  * memory samples, machine info) to bench-results/bench-<timestamp>.json and bench-results/latest.json.
  *
@@ -9,19 +9,22 @@
  *   3. drain rate of a backlog, vs one client publishing the same messages straight upstream
  *   4. time to ready with a large backlog, vs an empty buffer
  *   5. memory growth while buffering, vs a forwarder that queues in memory
+ *   6. resident memory of the spawned daemon (`sluice run`) while its backlog grows, vs the same
+ *      forwarder
  *
  * Everything listens on 127.0.0.1 only; every load is bounded, every wait has a timeout. Flags:
- * --quick (smaller loads), --only=e2e,ingest,drain,ready (a subset; ingest includes memory),
+ * --quick (smaller loads), --only=e2e,ingest,drain,ready,backlog (a subset; ingest includes memory),
  * --inflight=N (sluice's upstream.inflight and the drain baseline's window; default 64).
  */
 import { endToEnd } from './bench/e2e.js'
 import { ingestAndMemory } from './bench/ingest.js'
 import { drain } from './bench/drain.js'
 import { makeTemplates, timeToReady } from './bench/ready.js'
+import { backlogMemory } from './bench/backlog.js'
 import { formatTable, machineInfo, writeResults } from './bench/report.js'
 import { Scope, type Row, type ScenarioResult, type Sizes } from './bench/runner.js'
 
-const SCENARIOS = ['e2e', 'ingest', 'drain', 'ready'] as const
+const SCENARIOS = ['e2e', 'ingest', 'drain', 'ready', 'backlog'] as const
 type Scenario = typeof SCENARIOS[number]
 
 const QUICK: Sizes = {
@@ -35,6 +38,7 @@ const QUICK: Sizes = {
   ingestWarmup: 10_000,
   drainMessages: 30_000,
   readyBacklogs: [200_000],
+  backlogReadings: 200_000,
   timeoutMs: 120_000
 }
 
@@ -46,6 +50,7 @@ const FULL: Sizes = {
   ingestWarmup: 100_000,
   drainMessages: 200_000,
   readyBacklogs: [200_000, 1_000_000],
+  backlogReadings: 1_000_000,
   timeoutMs: 180_000
 }
 
@@ -112,6 +117,7 @@ async function main (): Promise<number> {
       await step('drain', async () => await drain(sizes, made.backlogs.get(sizes.drainMessages) as string))
       await step('ready', async () => await timeToReady(sizes, made))
     }
+    await step('backlog', async () => await backlogMemory(sizes))
   } finally {
     await templates.close()
   }

@@ -52,6 +52,15 @@ function files (dir: string, pattern: RegExp): string[] {
   return readdirSync(dir).filter((name) => pattern.test(name)).sort()
 }
 
+/** Brings the upstream back and waits until every seq PUBACKed in the first run is delivered or announced. */
+async function drained (s: Setup): Promise<{ seen: ReturnType<typeof coverage>, announced: number }> {
+  s.link.restore()
+  const covered = coverageCounter(s.epoch)
+  await s.receiver.waitFor((msgs) => covered(msgs) >= s.acked.size, 30_000, 'every seq delivered or announced')
+  const seen = coverage(s.receiver.messages, s.epoch)
+  return { seen, announced: seen.gaps.reduce((sum, g) => sum + g.count, 0) }
+}
+
 function corruptLines (daemon: DaemonRun): any[] {
   return daemon.lines.filter((l) => l.code === 'SLUICE_BUFFER_CORRUPT')
 }
@@ -65,10 +74,7 @@ t.test('garbage in CURRENT: LevelDB repairs the buffer, nothing is lost, a new e
   const ready = await daemon.waitForLine('sluice ready')
   t.not(ready.epoch, s.epoch, 'a repaired buffer goes on under a new epoch')
   t.notOk(readdirSync(dirname(s.buffer)).some((n) => n.startsWith(`${basename(s.buffer)}.corrupt-`)), 'nothing set aside')
-  s.link.restore()
-  const covered = coverageCounter(s.epoch)
-  await s.receiver.waitFor((msgs) => covered(msgs) >= s.acked.size, 30_000, 'the backlog upstream')
-  const seen = coverage(s.receiver.messages, s.epoch)
+  const { seen } = await drained(s)
   t.same(new Set(seen.readings.values()), s.acked, 'every PUBACKed reading arrived')
   t.same(seen.gaps, [], 'no gap')
   const epochEvent = s.receiver.messages.find((m) => m.json?.type === 'io.sluice.epoch')
@@ -111,12 +117,7 @@ t.test('a truncated table: repaired in place (at start, or when the forwarder re
   const victim = join(s.buffer, tables[0])
   truncateSync(victim, Math.floor(statSync(victim).size / 3))
   const daemon = await startDaemon(t, s.config)
-  s.link.restore()
-  const covered = coverageCounter(s.epoch)
-  t.teardown(() => { console.error('LINES', JSON.stringify(daemon.lines.slice(0, 30)), s.receiver.messages.length) })
-  await s.receiver.waitFor((msgs) => covered(msgs) >= s.acked.size, 30_000, 'every seq delivered or announced')
-  const seen = coverage(s.receiver.messages, s.epoch)
-  const announced = seen.gaps.reduce((sum, g) => sum + g.count, 0)
+  const { seen, announced } = await drained(s)
   t.ok(announced > 0, `${announced} readings were lost with the table, and announced`)
   t.same([...new Set(seen.gaps.map((g) => g.reason))], ['corrupt'])
   t.equal(seen.readings.size + announced, s.acked.size, 'delivered + announced = assigned')
@@ -140,12 +141,7 @@ t.test('garbage in the middle of the write-ahead log: LevelDB skips it, sluice a
   const [said] = corruptLines(daemon)
   t.match(said, { problem: /write-ahead log damaged/, msg: /repaired/ }, 'it says what it found')
   t.ok(said.lostSeqs > 0, `${String(said.lostSeqs)} readings lost`)
-  s.link.restore()
-  const covered = coverageCounter(s.epoch)
-  t.teardown(() => { console.error('LINES', JSON.stringify(daemon.lines.slice(0, 30)), s.receiver.messages.length) })
-  await s.receiver.waitFor((msgs) => covered(msgs) >= s.acked.size, 30_000, 'every seq delivered or announced')
-  const seen = coverage(s.receiver.messages, s.epoch)
-  const announced = seen.gaps.reduce((sum, g) => sum + g.count, 0)
+  const { seen, announced } = await drained(s)
   t.equal(announced, said.lostSeqs, 'the lost readings are announced')
   t.equal(seen.readings.size + announced, s.acked.size, 'delivered + announced = assigned')
   await daemon.kill('SIGTERM')

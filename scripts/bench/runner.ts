@@ -2,6 +2,7 @@
 import { Worker } from './ipc.js'
 import { HOST_SCRIPT, LOAD_SCRIPT, tempDir } from './common.js'
 import { Upstream } from './upstream.js'
+import { Daemon } from './daemon.js'
 import { summarize, type Summary } from './stats.js'
 
 export interface Sizes {
@@ -20,6 +21,8 @@ export interface Sizes {
   ingestWarmup: number
   drainMessages: number
   readyBacklogs: number[]
+  /** readings sent to the spawned daemon, upstream down, while its memory is read */
+  backlogReadings: number
   /** longest any one wait may take before the run is failed, ms */
   timeoutMs: number
 }
@@ -88,6 +91,13 @@ export class Scope {
       await worker.close()
     })
     return worker
+  }
+
+  /** The built daemon, `sluice run -c configFile`, once it is ready. */
+  async daemon (configFile: string, timeoutMs: number): Promise<Daemon> {
+    const daemon = await Daemon.start(configFile, timeoutMs)
+    this.add(async () => { await daemon.kill() })
+    return daemon
   }
 
   async upstream (): Promise<Upstream> {
