@@ -59,6 +59,17 @@ export function capacityFor (maxBytes: number): number {
   return maxBytes - reserveFor(maxBytes)
 }
 
+/**
+ * Room kept below the capacity, under `drop-oldest`, for readings dropped and not yet compacted
+ * away. A drop deletes exactly the readings a commit needs room for, but their space comes back
+ * only when LevelDB compacts their range, and one compaction per commit would wear the flash: so
+ * dropped readings wait, counted as free, until they reach this much, and one compaction then
+ * takes them all. 1/64 of the bound, 64 KiB to 16 MiB.
+ */
+export function dropAllowance (maxBytes: number): number {
+  return Math.min(16 * 1024 * 1024, Math.max(64 * 1024, Math.floor(maxBytes / 64)))
+}
+
 /** What a byte handed to LevelDB costs on disk beyond the key and value: record and batch headers. */
 export const PER_OP_OVERHEAD = 8
 
@@ -94,6 +105,11 @@ export class DiskUsage {
   private sampling: Promise<void> | null = null
   /** when the last sample was taken (performance.now) */
   sampledAt = Number.NEGATIVE_INFINITY
+  /**
+   * bytes of readings dropped (deleted) but not yet compacted away, which `room` counts as free:
+   * under `drop-oldest` the limit is lowered by `dropAllowance` so that they still fit
+   */
+  credit = 0
   /** bytes of obsolete tables LevelDB has not deleted yet, at the last sample (counted in `bytes`) */
   lingeringBytes = 0
   /**
@@ -106,7 +122,7 @@ export class DiskUsage {
   constructor (path: string, bounds: BufferBounds, liveTables: () => Map<number, number> | null = () => null) {
     this.path = path
     this.bounds = bounds
-    this.limit = capacityFor(bounds.maxBytes)
+    this.limit = capacityFor(bounds.maxBytes) - (bounds.overflow === 'drop-oldest' ? dropAllowance(bounds.maxBytes) : 0)
     this.liveTables = liveTables
   }
 
@@ -125,7 +141,7 @@ export class DiskUsage {
 
   /** Bytes that can still be written, and which bound is the nearer. Negative when over. */
   room (): { bytes: number, shortage: Shortage } {
-    const byMax = this.limit - this.bytes
+    const byMax = this.limit - (this.bytes - this.credit)
     const byDisk = this.free - this.bounds.minFreeDisk
     return byDisk < byMax ? { bytes: byDisk, shortage: 'disk-low' } : { bytes: byMax, shortage: 'full' }
   }

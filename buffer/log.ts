@@ -11,7 +11,7 @@ import {
   type EpochEventData, type GapData, type GapReason, type LogEntry, type ReadingInput,
   decodeEntry, decodeMeta, encodeEpochEvent, encodeGap, encodeMeta, encodeReading
 } from './codec.js'
-import { type BufferBounds, DiskUsage, PER_OP_OVERHEAD, type Shortage, UNBOUNDED, journalLimit, levelSizes, parseSstables } from './bounds.js'
+import { type BufferBounds, DiskUsage, PER_OP_OVERHEAD, type Shortage, UNBOUNDED, dropAllowance, journalLimit, levelSizes, parseSstables } from './bounds.js'
 import { BufferClock, type StoredClock } from './clock.js'
 import { Gate } from './gate.js'
 import { PendingCommit, type WriteOp } from './pending.js'
@@ -153,6 +153,8 @@ const OK: BufferHealth = { accepting: true, reason: null }
 const SAMPLE_WHEN_SHORT_MS = 50
 /** entries one drop decision looks at, at most: it holds their keys until its batch is written */
 const DROP_SCAN_LIMIT = 10_000
+/** how long drop-oldest must not have dropped before the maintenance compacts what it dropped */
+const DROP_IDLE_MS = 5000
 /** a key range that holds nothing (log keys start with 'l', meta with 'm', sublevels with '!') */
 const EMPTY_RANGE = [Buffer.from([0x00]), Buffer.from([0x01])] as const
 /** retries of a failed write: the first after this, doubling up to the max */
@@ -206,6 +208,12 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
   private readFence: number | null = null
   /** the gap entry that is the last entry of the log, while it is (drop-newest extends it in place) */
   private tailGap: { pos: number, gap: GapData } | null = null
+  /** the key range drop-oldest deleted and no compaction has reclaimed yet (DiskUsage.credit) */
+  private unreclaimed: { first: Buffer, last: Buffer } | null = null
+  /** when drop-oldest last dropped (performance.now) */
+  private lastDropAt = 0
+  /** whether drop-oldest has looked for an earlier run's dropped readings (reclaimEarlierDrops) */
+  private reclaimedSinceOpen = false
   /** the ack cursor when acknowledged entries were last compacted away */
   private compactedPos = 0
   /** bytes of readings acknowledged since the last compaction, estimated */
@@ -654,7 +662,13 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
         if (gap !== null && dropped > 0) this.countDrop({ reason: 'overflow', from: gap.from, to: gap.to, count: dropped })
         break
       }
-      if (this.bounds.overflow === 'drop-oldest' && await this.dropOldest(commit.bytes - room.bytes)) continue
+      if (this.bounds.overflow === 'drop-oldest') {
+        if (!this.reclaimedSinceOpen) {
+          this.reclaimedSinceOpen = true
+          if (await this.reclaimEarlierDrops()) continue
+        }
+        if (await this.dropOldest(commit.bytes - room.bytes)) continue
+      }
       if (this._health.reason !== room.shortage) {
         this.setHealth({
           accepting: false,
@@ -721,18 +735,60 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
    * compacts them away. Returns false when there is nothing to drop.
    */
   private async dropOldest (deficit: number): Promise<boolean> {
-    const target = deficit + dropSlack(this.bounds.maxBytes)
-    const plan = await this.drop('overflow', (_reading, bytes) => bytes < target)
+    const allowance = dropAllowance(this.bounds.maxBytes)
+    if (this.usage.credit > 0 && this.usage.credit + deficit > allowance) {
+      await this.reclaimDropped()
+      return true
+    }
+    // Exactly the readings that hold `deficit` bytes: the last one dropped crosses it.
+    const plan = await this.drop('overflow', (_reading, bytes) => bytes < deficit)
     if (plan === null) return false
-    await this.compact(plan.firstKey, plan.lastKey)
+    this.usage.credit += plan.bytes
+    this.lastDropAt = performance.now()
+    this.unreclaimed = { first: this.unreclaimed?.first ?? plan.firstKey, last: plan.lastKey }
+    if (this.usage.credit > allowance) await this.reclaimDropped()
     return true
+  }
+
+  /**
+   * Readings an earlier run dropped and did not compact away still take space, and this run has
+   * no credit for them: before its first drop, the log compacts the stretch they can be in, from
+   * the ack cursor to the first entry still to be sent (drops take the oldest unsent readings, so
+   * that stretch holds only deleted readings, gap entries and what the forwarder has in flight).
+   * False when there is nothing to send.
+   */
+  private async reclaimEarlierDrops (): Promise<boolean> {
+    const from = Math.max(this._ackPos, this.readHigh)
+    const next = await this.gate.shared('read', async () => {
+      for await (const key of this.db.keys({ gt: logKey(from), lt: LOG_END, limit: 1 })) return key
+      return undefined
+    })
+    if (next === undefined) return false
+    await this.compact(logKey(this._ackPos), next)
+    await this.usage.sample()
+    return true
+  }
+
+  /**
+   * Compacts away the readings drop-oldest deleted, then measures the directory again: what the
+   * compaction gave back is now real free space, no longer credit. Drops made meanwhile keep
+   * their credit and start a range of their own.
+   */
+  private async reclaimDropped (): Promise<void> {
+    const range = this.unreclaimed
+    if (range === null) return
+    this.unreclaimed = null
+    const credit = this.usage.credit
+    await this.compact(range.first, range.last)
+    await this.usage.sample()
+    this.usage.credit = Math.max(0, this.usage.credit - credit)
   }
 
   /**
    * Drops one run of readings past what the forwarder has read (retention.ts plans it), writing
    * their deletion and the gap entry in one batch. Runs exclusive of reads.
    */
-  private async drop (reason: GapReason, keep: DropPredicate): Promise<{ firstKey: Buffer, lastKey: Buffer } | null> {
+  private async drop (reason: GapReason, keep: DropPredicate): Promise<{ firstKey: Buffer, lastKey: Buffer, bytes: number } | null> {
     return await this.gate.exclusive(async () => {
       const start = Math.max(this._ackPos, this.readHigh)
       const end = this.readFence === null ? LOG_END : logKey(this.readFence)
@@ -743,7 +799,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
       if (this.tailGap !== null && plan.absorbed.includes(this.tailGap.pos)) this.tailGap = null
       this._lastCommittedPos = Math.max(this._lastCommittedPos, plan.gapPos)
       this.countDrop({ reason, from: plan.gap.from, to: plan.gap.to, count: plan.readings })
-      return { firstKey: plan.firstKey, lastKey: plan.lastKey }
+      return { firstKey: plan.firstKey, lastKey: plan.lastKey, bytes: plan.bytes }
     })
   }
 
@@ -797,6 +853,9 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     // it (a quarter of the bound, or 64 MiB), or half a minute has passed: garbage never sits
     // for long, and a steady flow compacts twice a minute. A buffer that fills compacts at once
     // (makeRoom).
+    // Readings drop-oldest deleted are compacted away once it has not dropped for a while: the
+    // space is counted as free meanwhile, but a restart would not know that.
+    if (this.unreclaimed !== null && now - this.lastDropAt >= DROP_IDLE_MS) await this.reclaimDropped()
     const worth = this.deadBytes >= Math.min(this.bounds.maxBytes / 4, 64 * 1024 * 1024)
     const due = this.deadBytes > 0 && now - this.lastCompaction >= 30 * (this.options.maintenanceIntervalMs ?? 1000)
     if (Number.isFinite(this.bounds.maxBytes) && (worth || due)) await this.compactAcknowledged()
@@ -1038,15 +1097,6 @@ async function recoveryDrops (path: string): Promise<string | null> {
   if (lines.length === 0) return null
   const bytes = lines.reduce((sum, line) => sum + Number(/dropping (\d+) bytes/.exec(line)?.[1] ?? 0), 0)
   return `${bytes} bytes in ${lines.length} places (${lines[0].replace(/^.*?: dropping/, 'dropping')})`
-}
-
-/**
- * What drop-oldest frees beyond what the commit needs: each drop is followed by a compaction (to
- * get the space back), so dropping in small steps would compact once per commit. 1/64 of the
- * bound, 64 KiB to 16 MiB: a full 1 GiB buffer drops its oldest 16 MiB at a time.
- */
-function dropSlack (maxBytes: number): number {
-  return Math.min(16 * 1024 * 1024, Math.max(64 * 1024, Math.floor(maxBytes / 64)))
 }
 
 /** How often expired readings are looked for: a twentieth of the TTL, between 1 s and 60 s. */

@@ -217,3 +217,45 @@ t.test('a failed write is retried with the same seqs; acknowledgements wait for 
   await waitUntil(() => log.ackPos === entries[0].pos, 5000, 'the deferred acknowledgement to be written')
   t.same((await readAll(log)).map((e) => e.seq), [2, 3, 4, 5, 6, 7, 8, 9, 10, 11], 'written once, in order')
 })
+
+t.test('drop-oldest drops what a commit needs, not a block ahead, also after a restart', async (t) => {
+  const path = t.testdir()
+  const bounds = { maxBytes: 4 * MiB, minFreeDisk: 0, overflow: 'drop-oldest' as const, ttlMs: 0 }
+  let log = await DurableLog.open(options(path, { bounds }))
+  t.teardown(async () => { await log.close() })
+  let n = 0
+  // Fill it: batches until the first drop.
+  while (log.dropped.overflow === 0) {
+    await Promise.all(Array.from({ length: 200 }, async () => { await log.append(reading(n++, 200)).durable }))
+  }
+  const COUNT = 4000
+  /** Appends COUNT readings one at a time (a commit each): how many were dropped, and the most at once. */
+  const oneByOne = async (): Promise<{ dropped: number, most: number, held: number }> => {
+    let most = 0
+    const onDrop = (d: { count: number }): void => { most = Math.max(most, d.count) }
+    log.on('dropped', onDrop)
+    const before = log.dropped.overflow
+    for (let i = 0; i < COUNT; i++) await log.append(reading(n++, 200)).durable
+    log.off('dropped', onDrop)
+    const held = (await readAll(log)).filter((e) => e.kind === 'reading').length
+    return { dropped: log.dropped.overflow - before, most, held }
+  }
+  // A full buffer drops about one reading for each new one of the same size: a little more, since
+  // each drop's gap entry and deletion markers take space too. Dropping ahead in blocks (1/64 of
+  // the bound, 65 KiB here) would drop 250 at a time.
+  const first = await oneByOne()
+  t.comment(`full at ${n - COUNT} readings; ${COUNT} more dropped ${first.dropped}, at most ${first.most} at once; ${first.held} held`)
+  t.ok(first.most <= 25, `at most ${first.most} readings dropped at once`)
+  t.ok(first.dropped <= COUNT * 1.1, `${COUNT} readings appended to a full buffer dropped ${first.dropped}`)
+  t.ok(await directorySize(path) <= bounds.maxBytes, 'within maxBytes')
+
+  // A restart does not know which dropped readings still wait for their compaction: it looks.
+  await log.close()
+  log = await DurableLog.open(options(path, { bounds }))
+  const second = await oneByOne()
+  t.comment(`after a restart: ${COUNT} more dropped ${second.dropped}, at most ${second.most} at once; ${second.held} held`)
+  t.ok(second.most <= 25, `at most ${second.most} readings dropped at once after a restart`)
+  t.ok(second.dropped <= COUNT * 1.1, `after a restart, ${COUNT} more dropped ${second.dropped}`)
+  t.ok(second.held >= first.held * 0.95, `the buffer still holds as many readings (${second.held} vs ${first.held})`)
+  t.ok(await directorySize(path) <= bounds.maxBytes, 'within maxBytes')
+})
