@@ -12,6 +12,9 @@ export interface LoggerOptions {
  */
 export function createLogger (level: LevelWithSilent, destination: NodeJS.WritableStream = process.stdout, options: LoggerOptions = {}): Logger {
   const pretty = options.pretty ?? (destination as { isTTY?: boolean }).isTTY === true
+  // A reader that went away (journald restarted, `sluice run | head`) costs log lines, never the
+  // daemon: an unhandled EPIPE would crash it with readings in flight.
+  destination.on('error', () => {})
   return pino({
     level,
     base: { name: 'sluice' },

@@ -2,7 +2,7 @@
  * Logs: JSON lines on stdout (journald), pretty on a terminal, and never a secret. The daemon runs
  * at level trace with an upstream password from each of its three sources, meets refused
  * credentials, outages and reconnects, is reloaded and queried; all it printed is searched for
- * the passwords.
+ * the passwords. A reader that goes away (EPIPE) costs log lines, not the daemon.
  */
 import t, { type Test } from 'tap'
 import { writeFileSync } from 'node:fs'
@@ -171,4 +171,27 @@ t.test('a terminal gets readable lines; JSON and pretty both redact secrets', as
       t.match(JSON.parse(lines[0]), { level: 30, msg: 'upstream options', upstream: { password: '[redacted]' } })
     }
   }
+})
+
+t.test('a log reader that goes away (journald restarted, `| head`) costs log lines, not the daemon', async (t) => {
+  const dir = t.testdir()
+  const port = await freePort()
+  const daemon = await startDaemon(t, writeConfig(dir, {
+    gateway: { id: 'gw-epipe' },
+    ingest: { broker: { listen: `127.0.0.1:${port}` } },
+    buffer: { path: join(dir, 'buffer') },
+    // An upstream that is not there: the daemon logs a warning at every retry.
+    upstream: { url: `mqtt://127.0.0.1:${await freePort()}`, backoff: { min: '20ms', max: '50ms' } },
+    health: { enabled: false },
+    admin: { enabled: false },
+    log: { level: 'info' }
+  }))
+  daemon.child.stdout?.destroy()
+  // It goes on logging into the closed pipe (EPIPE) and still takes readings, PUBACKed.
+  const sensors = await startSensors(t, `mqtt://127.0.0.1:${port}`, { count: 1, readingsPerSensor: 200, inflight: 1 })
+  await sensors.finished()
+  t.equal(sensors.acked.size, 200, 'readings PUBACKed after the log reader went away')
+  t.equal(daemon.child.exitCode, null, 'the daemon is still running')
+  t.notMatch(daemon.stderr(), /EPIPE/, 'no EPIPE error')
+  t.equal((await daemon.kill('SIGTERM')).code, 0, 'and stops cleanly')
 })
