@@ -54,7 +54,7 @@ t.test('health readings go upstream through the normal path, with plausible figu
   }, 'a CloudEvent like any reading')
   for (const { data } of healthOf(receiver.messages).slice(0, 3)) {
     t.ok(data.memory.totalBytes !== null && data.memory.totalBytes > 0, 'memory total')
-    t.ok(data.memory.availableBytes !== null && data.memory.availableBytes > 0 && data.memory.availableBytes <= data.memory.totalBytes, 'memory available')
+    t.ok(data.memory.availableBytes !== null && data.memory.availableBytes > 0 && data.memory.availableBytes <= (data.memory.totalBytes ?? 0), 'memory available')
     t.ok(data.memory.processRssBytes > 10 * 1024 * 1024, 'the process\'s resident memory')
     t.ok(data.uptimeSeconds.system !== null && data.uptimeSeconds.system > 0, 'system uptime')
     t.ok(data.uptimeSeconds.process > 0, 'process uptime')

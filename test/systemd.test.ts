@@ -130,7 +130,8 @@ t.test('READY=1 once sensors can publish, WATCHDOG=1 every half WATCHDOG_USEC, S
   const systemd = await startNotifySocket(t)
   const { file, port } = await daemonConfig(t.testdir())
   // What a sensor gets the moment systemd hears READY=1: the buffer must be open, the port bound.
-  let probe: Promise<string> | null = null
+  // (a cast, not an annotation: TypeScript cannot see the callback assign it, and would narrow it to null)
+  let probe = null as Promise<string> | null
   systemd.onMessage((n) => {
     if (n.fields.READY === '1' && probe === null) {
       probe = publishOne(port).then(() => 'acked', (err: Error) => `failed: ${err.message}`)

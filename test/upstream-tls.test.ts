@@ -100,7 +100,7 @@ async function tlsFront (t: Parameters<typeof startMosquitto>[0], certs: TestCer
     SNICallback: (servername, cb) => { names.push(servername); cb(null, undefined) }
   }, (socket) => {
     sockets.add(socket)
-    handshakes.push({ servername: (socket as TLSSocket & { servername: string | false }).servername, alpn: socket.alpnProtocol })
+    handshakes.push({ servername: (socket as TLSSocket & { servername: string | false }).servername, alpn: socket.alpnProtocol ?? false })
     if (socket.alpnProtocol !== 'x-amzn-mqtt-ca') {
       socket.destroy()
       return
