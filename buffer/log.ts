@@ -1,7 +1,6 @@
 import { EventEmitter } from 'node:events'
 import { randomBytes } from 'node:crypto'
-import { mkdir, readFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { mkdir } from 'node:fs/promises'
 import { uptime as osUptime } from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { ClassicLevel } from 'classic-level'
@@ -11,137 +10,19 @@ import {
   type EpochEventData, type GapData, type GapReason, type LogEntry, type ReadingInput,
   decodeEntry, decodeMeta, encodeEpochEvent, encodeGap, encodeMeta, encodeReading
 } from './codec.js'
-import { type BufferBounds, DiskUsage, PER_OP_OVERHEAD, type Shortage, UNBOUNDED, dropAllowance, journalLimit, levelSizes, parseSstables } from './bounds.js'
+import { type BufferBounds, DiskUsage, PER_OP_OVERHEAD, UNBOUNDED, dropAllowance, journalLimit, levelSizes, parseSstables } from './bounds.js'
 import { BufferClock, type StoredClock } from './clock.js'
 import { Gate } from './gate.js'
 import { PendingCommit, type WriteOp } from './pending.js'
 import { type DropPredicate, findHoles, planDrop } from './retention.js'
-import { type RecoveryReport, discardBeforeRepair, repairDatabase, setAside } from './recover.js'
+import { type RecoveryReport, discardBeforeRepair, recoveryDrops, repairDatabase, setAside } from './recover.js'
+import type {
+  AppendOptions, AppendResult, BufferHealth, DropInfo, DurableLogEvents, DurableLogOptions, OpenReport
+} from './types.js'
 
-export interface DurableLogOptions {
-  /** the LevelDB directory; created when missing */
-  path: string
-  /** `always`: every group commit is fsynced before it resolves; `interval`: fsync every `syncIntervalMs` */
-  sync: 'always' | 'interval'
-  /** milliseconds between fsyncs with `sync: 'interval'` */
-  syncIntervalMs: number
-  /**
-   * Identifies the machine's current boot (the kernel's boot id). The log compares it with the one
-   * stored at its last open: a different boot after an unclean stop means a power loss may have
-   * taken unsynced writes, so the log begins a new epoch.
-   */
-  bootId: string
-  /** milliseconds since 1970; injectable for tests */
-  clock?: () => number
-  /**
-   * Called before each attempt to write a group commit, with the number of readings in it. A seam
-   * for fault injection (a slow or failing disk); production code leaves it unset.
-   */
-  beforeCommit?: (readings: number) => Promise<void>
-  /** the operator's bounds: size, free disk, overflow policy, TTL; unbounded when not given */
-  bounds?: BufferBounds
-  /** seconds since the machine booted (os.uptime); injectable for tests of the TTL clock */
-  uptime?: () => number
-  /** a monotonic clock in milliseconds (performance.now); injectable for tests of the TTL clock */
-  monotonic?: () => number
-  /** milliseconds between maintenance rounds (size sample, TTL sweep, compaction); default 1000 */
-  maintenanceIntervalMs?: number
-}
-
-export interface OpenReport {
-  /** the buffer did not exist and was created (with a fresh epoch) */
-  created: boolean
-  /** set when the log began a new epoch (a reboot after an unclean stop, or a repair) */
-  newEpoch?: EpochEventData
-  /** the previous run did not close the log (a crash or a power loss) */
-  uncleanStop: boolean
-  /** set when LevelDB was damaged and the log repaired it or set it aside */
-  recovery?: RecoveryReport
-}
-
-/** Why the log does not accept readings: it is full, the disk is low, writes fail, or it is being repaired. */
-export type HealthReason = Shortage | 'write-failed' | 'repairing'
-
-export interface BufferHealth {
-  accepting: boolean
-  reason: HealthReason | null
-  /** the stable error code of the reason */
-  code?: 'SLUICE_BUFFER_FULL' | 'SLUICE_BUFFER_WRITE_FAILED' | 'SLUICE_BUFFER_CORRUPT'
-  /** a sentence for the log and /readyz */
-  detail?: string
-}
-
-/** Readings dropped by one decision, and why [SPEC 2.4]. */
-export interface DropInfo {
-  reason: GapReason
-  /** the seqs of the gap entry that announces them (it may absorb earlier drops) */
-  from: number
-  to: number
-  /** readings this decision dropped */
-  count: number
-}
-
-export interface AppendOptions {
-  /**
-   * false for a sender that cannot be slowed down (an MQTT QoS 0 publish): while the buffer holds
-   * commits back (full under `block`, or failing writes), its reading is dropped and announced
-   * instead of queued in memory [SPEC 2.6]. It still gets its seq first [SPEC 2.2].
-   */
-  canWait?: boolean
-}
-
-export interface AppendResult {
-  seq: number
-  /** resolves once the reading (or the gap announcing its drop) is written */
-  durable: Promise<void>
-  /** the reading met a buffer that holds commits back and was dropped at once */
-  dropped: boolean
-}
-
-/**
- * The durable, append-only log of readings: sluice's buffer.
- *
- * - `append` gives a reading its seq at once (in call order) and resolves when the group commit
- *   that holds it is written: every append made while a commit is in flight joins the next one,
- *   so many readings from many clients share one LevelDB write.
- * - `read(after)` returns committed entries past a position, in order; nothing unwritten is read.
- * - `ack(upTo)` removes entries up to a position and persists that cursor.
- * - Opening reads a handful of meta keys and never scans the backlog.
- *
- * Bounds (issue 3). Before a commit is written the log checks that it fits under
- * `buffer.maxBytes` and above `buffer.minFreeDisk` (bounds.ts measures the size the way the disk
- * sees it). When it does not, space acknowledged upstream is compacted back first; then the
- * overflow policy decides: `block` holds the commit (and with it the sensors' PUBACKs) until acks
- * free space; `drop-newest` writes the part of the commit that fits and a gap for the rest;
- * `drop-oldest` drops the oldest readings the forwarder has not read yet. Readings older than
- * the TTL are dropped the same way. A drop deletes the readings and writes a gap entry in their
- * place in one atomic batch, so delivered + announced = assigned holds across crashes too.
- *
- * A commit whose write fails (a full disk, an I/O error) is retried, the same batch with the same
- * seqs, until it succeeds, reopening LevelDB between attempts (LevelDB refuses every write after
- * a failed background flush until reopened). Meanwhile the log says it is not accepting.
- */
-export interface CommitInfo {
-  /** readings in the group commit */
-  readings: number
-  /** bytes handed to LevelDB (keys and values): the flash-wear figure before LevelDB's own overhead */
-  bytes: number
-  /** milliseconds from the start of the write to its completion */
-  durationMs: number
-}
-
-export interface DurableLogEvents {
-  /** entries up to `lastPos` are written and readable */
-  committed: [lastPos: number]
-  /** one group commit finished */
-  commit: [info: CommitInfo]
-  /** the log started or stopped accepting readings */
-  health: [health: BufferHealth]
-  /** readings were dropped and a gap entry announces them */
-  dropped: [info: DropInfo]
-  /** LevelDB was found damaged while running and was repaired or set aside */
-  recovered: [report: RecoveryReport]
-}
+export type {
+  AppendOptions, AppendResult, BufferHealth, CommitInfo, DropInfo, DurableLogEvents, DurableLogOptions, HealthReason, OpenReport
+} from './types.js'
 
 interface EpochSpan { epoch: string, from: number }
 interface RunState { bootId: string, running: boolean }
@@ -1078,25 +959,6 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     await this.closeLevelQuietly()
     this._status = 'closed'
   }
-}
-
-/**
- * What LevelDB's recovery at open skipped, from its info log (LOG, started afresh at each open):
- * "(ignoring error) .../000003.log: dropping 32768 bytes; Corruption: checksum mismatch". Null
- * when it skipped nothing. A log cut short at its end is not reported: that is what a crash in
- * the middle of a write leaves, and the read-back treats it the same way.
- */
-async function recoveryDrops (path: string): Promise<string | null> {
-  let text: string
-  try {
-    text = await readFile(join(path, 'LOG'), 'utf8')
-  } catch {
-    return null
-  }
-  const lines = text.split('\n').filter((line) => /: dropping \d+ bytes; /.test(line))
-  if (lines.length === 0) return null
-  const bytes = lines.reduce((sum, line) => sum + Number(/dropping (\d+) bytes/.exec(line)?.[1] ?? 0), 0)
-  return `${bytes} bytes in ${lines.length} places (${lines[0].replace(/^.*?: dropping/, 'dropping')})`
 }
 
 /** How often expired readings are looked for: a twentieth of the TTL, between 1 s and 60 s. */

@@ -1,4 +1,4 @@
-import { copyFile, link, mkdir, readdir, rename, rm, stat } from 'node:fs/promises'
+import { copyFile, link, mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { ClassicLevel } from 'classic-level'
 
@@ -111,4 +111,23 @@ async function treeSize (dir: string): Promise<{ files: number, bytes: number }>
     }
   }
   return { files, bytes }
+}
+
+/**
+ * What LevelDB's recovery at open skipped, from its info log (LOG, started afresh at each open):
+ * "(ignoring error) .../000003.log: dropping 32768 bytes; Corruption: checksum mismatch". Null
+ * when it skipped nothing. A log cut short at its end is not reported: that is what a crash in
+ * the middle of a write leaves, and the read-back treats it the same way.
+ */
+export async function recoveryDrops (path: string): Promise<string | null> {
+  let text: string
+  try {
+    text = await readFile(join(path, 'LOG'), 'utf8')
+  } catch {
+    return null
+  }
+  const lines = text.split('\n').filter((line) => /: dropping \d+ bytes; /.test(line))
+  if (lines.length === 0) return null
+  const bytes = lines.reduce((sum, line) => sum + Number(/dropping (\d+) bytes/.exec(line)?.[1] ?? 0), 0)
+  return `${bytes} bytes in ${lines.length} places (${lines[0].replace(/^.*?: dropping/, 'dropping')})`
 }

