@@ -611,9 +611,11 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
   }
 
   /**
-   * drop-oldest: drops the oldest readings the forwarder has not read, enough to free `deficit`
-   * bytes plus a little slack (so a full buffer does not drop and compact once per commit), then
-   * compacts them away. Returns false when there is nothing to drop.
+   * drop-oldest: drops the oldest readings the forwarder has not read that hold `deficit` bytes,
+   * and not one more [issue 3]. Their space comes back only when LevelDB compacts them, and a
+   * compaction per commit would wear the flash: they wait, counted as free (DiskUsage.credit),
+   * until they reach the allowance kept for them below the bound, and one compaction then takes
+   * them all. Returns false when there is nothing to drop.
    */
   private async dropOldest (deficit: number): Promise<boolean> {
     const allowance = dropAllowance(this.bounds.maxBytes)
@@ -730,13 +732,13 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
       this.lastTtlSweep = now
       await this.expire()
     }
+    // Readings drop-oldest deleted are compacted away once it has not dropped for a while: the
+    // space is counted as free meanwhile, but a restart would not know that.
+    if (this.unreclaimed !== null && now - this.lastDropAt >= DROP_IDLE_MS) await this.reclaimDropped()
     // Compaction rewrites tables (flash wear), so it waits until the acknowledged garbage is worth
     // it (a quarter of the bound, or 64 MiB), or half a minute has passed: garbage never sits
     // for long, and a steady flow compacts twice a minute. A buffer that fills compacts at once
     // (makeRoom).
-    // Readings drop-oldest deleted are compacted away once it has not dropped for a while: the
-    // space is counted as free meanwhile, but a restart would not know that.
-    if (this.unreclaimed !== null && now - this.lastDropAt >= DROP_IDLE_MS) await this.reclaimDropped()
     const worth = this.deadBytes >= Math.min(this.bounds.maxBytes / 4, 64 * 1024 * 1024)
     const due = this.deadBytes > 0 && now - this.lastCompaction >= 30 * (this.options.maintenanceIntervalMs ?? 1000)
     if (Number.isFinite(this.bounds.maxBytes) && (worth || due)) await this.compactAcknowledged()
