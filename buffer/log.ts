@@ -601,6 +601,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     return true
   }
 
+  /** Compacts a key range, then measures the directory: what the compaction gave back shows. */
   private async compact (start: Buffer, end: Buffer): Promise<void> {
     try {
       await this.gate.shared('compact', async () => { await this.db.compactRange(start, end) })
@@ -648,7 +649,6 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     })
     if (next === undefined) return false
     await this.compact(logKey(this._ackPos), next)
-    await this.usage.sample()
     return true
   }
 
@@ -662,8 +662,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     if (range === null) return
     this.unreclaimed = null
     const credit = this.usage.credit
-    await this.compact(range.first, range.last)
-    await this.usage.sample()
+    await this.compact(range.first, range.last) // and measures the directory again
     this.usage.credit = Math.max(0, this.usage.credit - credit)
   }
 
