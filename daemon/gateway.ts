@@ -100,6 +100,8 @@ export class Gateway {
   private system: SystemAdapter | null = null
   private admin: AdminServer | null = null
   private readonly refused: Record<RefusalReason, number> = { 'bad-topic': 0, 'buffer-unavailable': 0, malformed: 0 }
+  /** what was done about a damaged buffer since start, at open or while running (issue 3), oldest first */
+  readonly recoveries: Array<RecoveryReport & { at: number }> = []
   private _status: GatewayStatus = 'opening'
   private closing: Promise<void> | null = null
 
@@ -108,6 +110,8 @@ export class Gateway {
     this.context = context
     this.log = log
     this.deadLetterStore = upstream.deadLetters
+    if (log.report.recovery !== undefined) this.recoveries.push({ ...log.report.recovery, at: this.now() })
+    log.on('recovered', (report) => { this.recoveries.push({ ...report, at: this.now() }) })
     this.upstream = new MqttUpstream({
       url: config.upstream.url,
       clientId: config.upstream.clientId,

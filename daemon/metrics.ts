@@ -111,6 +111,7 @@ export class GatewayMetrics {
       lastSeq: gauge('sluice_last_seq', 'The last seq given to a reading in the current epoch.'),
       diskFree: gauge('sluice_disk_free_bytes', 'Free space on the buffer\'s volume (what an unprivileged writer may still use).'),
       diskSize: gauge('sluice_disk_size_bytes', 'Size of the buffer\'s volume.'),
+      recoveries: counter('sluice_buffer_recoveries_total', 'Times the buffer was found damaged and repaired (action "repaired") or moved aside for a fresh one (action "set-aside"), since start.', ['action']),
       written: counter('sluice_buffer_written_bytes_total', 'Bytes written to the buffer (keys and values handed to LevelDB): the flash-wear figure, before LevelDB\'s own compaction writes.'),
       commitSeconds: new Histogram({
         name: 'sluice_commit_duration_seconds',
@@ -127,6 +128,7 @@ export class GatewayMetrics {
       })
     }
     for (const reason of DROP_REASONS) this.m.dropped.inc({ reason }, 0)
+    for (const action of ['repaired', 'set-aside']) this.m.recoveries.inc({ action }, 0)
     // process_resident_memory_bytes, process_cpu_seconds_total, nodejs_eventloop_lag_seconds...:
     // the figures behind "memory stays flat however large the backlog" [SPEC 2.5].
     collectDefaultMetrics({ register: this.registry })
@@ -166,6 +168,9 @@ export class GatewayMetrics {
     m.backlogBytes.set(backlog.bytes)
     m.oldest.set(backlog.oldestUnsentAgeSeconds ?? 0)
     m.lastSeq.set(report.buffer.lastSeq)
+    const recoveries: Record<string, number> = { repaired: 0, 'set-aside': 0 }
+    for (const r of report.buffer.recoveries) recoveries[r.action]++
+    setTotals(m.recoveries, 'action', recoveries)
     setOrNaN(m.diskFree, report.disk.freeBytes)
     setOrNaN(m.diskSize, report.disk.totalBytes)
     return await this.registry.metrics()

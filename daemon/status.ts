@@ -41,6 +41,11 @@ export interface StatusReport {
     /** bytes written to the buffer since start (the flash-wear figure) */
     writtenBytes: number
     commits: number
+    /**
+     * what was done about damage since start, oldest first: `repaired` (lostSeqs announced as
+     * gaps with reason corrupt) or `set-aside` (the damaged files moved to setAsideTo)
+     */
+    recoveries: Array<{ at: string, action: 'repaired' | 'set-aside', problem: string, lostSeqs: number, setAsideTo: string | null, files: number, bytes: number }>
   }
   /** the volume the buffer is on */
   disk: { path: string, freeBytes: number | null, totalBytes: number | null }
@@ -104,7 +109,16 @@ export async function buildStatus (gateway: Gateway): Promise<StatusReport> {
         oldestUnsentAgeSeconds: oldest === null ? null : Math.max(0, (now - oldest) / 1000)
       },
       writtenBytes: gateway.metrics.writtenBytes,
-      commits: gateway.metrics.commits
+      commits: gateway.metrics.commits,
+      recoveries: gateway.recoveries.map((r) => ({
+        at: new Date(r.at).toISOString(),
+        action: r.action,
+        problem: r.problem,
+        lostSeqs: r.lostSeqs,
+        setAsideTo: r.setAsideTo ?? null,
+        files: r.files,
+        bytes: r.bytes
+      }))
     },
     disk: { path, freeBytes: disk?.freeBytes ?? null, totalBytes: disk?.totalBytes ?? null },
     upstream: {
@@ -273,6 +287,11 @@ export function formatStatus (r: StatusReport): string {
     : `${bytes(r.disk.freeBytes)} free of ${bytes(r.disk.totalBytes ?? 0)} (${r.disk.path})`)
   row('ingest', r.ingest.map(describeIngest).join('; '))
   row('buffer', `epoch ${r.buffer.epoch}, last seq ${count(r.buffer.lastSeq)}, ${bytes(r.buffer.writtenBytes)} written since start`)
+  for (const d of r.buffer.recoveries ?? []) {
+    row('damage', d.action === 'repaired'
+      ? `${d.at}: the buffer was damaged and repaired; ${count(d.lostSeqs)} reading${d.lostSeqs === 1 ? '' : 's'} lost (announced upstream)`
+      : `${d.at}: the buffer was damaged beyond repair; ${count(d.files)} files (${bytes(d.bytes)}) moved to ${String(d.setAsideTo)}`)
+  }
   if (r.deadLetters > 0) row('set aside', `${count(r.deadLetters)} reading${r.deadLetters === 1 ? '' : 's'} the upstream refused, kept for inspection`)
   for (const d of r.recentDeadLetters ?? []) {
     const code = d.reasonCode === null ? '' : ` 0x${d.reasonCode.toString(16).padStart(2, '0')}`

@@ -15,7 +15,7 @@ import { runCli, startDaemon, writeConfig, type DaemonRun } from './helpers/daem
 import { freePort } from './helpers/ports.js'
 import { coverage, coverageCounter } from './helpers/coverage.js'
 
-interface Setup { dir: string, buffer: string, config: string, link: Proxy, receiver: Receiver, port: number, acked: Set<string>, epoch: string }
+interface Setup { dir: string, buffer: string, config: string, link: Proxy, receiver: Receiver, port: number, admin: string, acked: Set<string>, epoch: string }
 
 /**
  * A daemon whose upstream is cut off takes `perSensor` readings from two sensors, then stops
@@ -28,6 +28,7 @@ async function bufferWithBacklog (t: Test, perSensor: number): Promise<Setup> {
   const link = await startProxy(t, upstream.port)
   const receiver = await startReceiver(t, upstream.url, 'sluice/#')
   const port = await freePort()
+  const admin = `127.0.0.1:${await freePort()}`
   const config = writeConfig(dir, {
     gateway: { id: 'gw-corrupt' },
     ingest: { broker: { listen: `127.0.0.1:${port}` } },
@@ -35,7 +36,7 @@ async function bufferWithBacklog (t: Test, perSensor: number): Promise<Setup> {
     buffer: { path: buffer, maxBytes: '16MiB' },
     upstream: { url: link.url, backoff: { min: '50ms', max: '500ms' } },
     health: { enabled: false },
-    admin: { enabled: false },
+    admin: { listen: admin },
     log: { level: 'info' }
   })
   link.cut()
@@ -45,7 +46,7 @@ async function bufferWithBacklog (t: Test, perSensor: number): Promise<Setup> {
   await sensors.finished()
   await sensors.stop()
   t.equal((await first.kill('SIGTERM')).code, 0, 'the first run stopped cleanly')
-  return { dir, buffer, config, link, receiver, port, acked: new Set(sensors.acked), epoch }
+  return { dir, buffer, config, link, receiver, port, admin, acked: new Set(sensors.acked), epoch }
 }
 
 function files (dir: string, pattern: RegExp): string[] {
@@ -59,6 +60,15 @@ async function drained (s: Setup): Promise<{ seen: ReturnType<typeof coverage>, 
   await s.receiver.waitFor((msgs) => covered(msgs) >= s.acked.size, 30_000, 'every seq delivered or announced')
   const seen = coverage(s.receiver.messages, s.epoch)
   return { seen, announced: seen.gaps.reduce((sum, g) => sum + g.count, 0) }
+}
+
+/** What an operator sees of the damage: /status, /metrics and `sluice status`. */
+async function operatorView (s: Setup): Promise<{ recoveries: any[], metric: (action: string) => number, summary: string }> {
+  const status = await (await fetch(`http://${s.admin}/status`)).json() as any
+  const metrics = await (await fetch(`http://${s.admin}/metrics`)).text()
+  const summary = (await runCli(['status', '--admin', `http://${s.admin}`])).stdout
+  const metric = (action: string): number => Number(new RegExp(`^sluice_buffer_recoveries_total\\{action="${action}"\\} (\\d+)$`, 'm').exec(metrics)?.[1] ?? Number.NaN)
+  return { recoveries: status.buffer.recoveries, metric, summary }
 }
 
 function corruptLines (daemon: DaemonRun): any[] {
@@ -77,6 +87,11 @@ t.test('garbage in CURRENT: LevelDB repairs the buffer, nothing is lost, a new e
   const { seen } = await drained(s)
   t.same(new Set(seen.readings.values()), s.acked, 'every PUBACKed reading arrived')
   t.same(seen.gaps, [], 'no gap')
+  const view = await operatorView(s)
+  t.match(view.recoveries, [{ action: 'repaired', problem: /CURRENT/, lostSeqs: 0, setAsideTo: null }], '/status says the buffer was repaired')
+  t.equal(view.metric('repaired'), 1, 'sluice_buffer_recoveries_total{action="repaired"} 1')
+  t.equal(view.metric('set-aside'), 0)
+  t.match(view.summary, /damage\s+.*repaired; 0 readings lost/, '`sluice status` says so')
   const epochEvent = s.receiver.messages.find((m) => m.json?.type === 'io.sluice.epoch')
   t.match(epochEvent?.json.data, { previous: s.epoch, epoch: ready.epoch, lastDurableSeq: s.acked.size, reason: 'repaired' })
   await daemon.kill('SIGTERM')
@@ -101,6 +116,10 @@ t.test('every file overwritten with garbage: the directory is set aside, never d
   }
   const ready = await daemon.waitForLine('sluice ready')
   t.equal(ready.created, true, 'a fresh buffer')
+  const view = await operatorView(s)
+  t.match(view.recoveries, [{ action: 'set-aside', setAsideTo: aside, files: said.files, bytes: said.bytes }], '/status says where the files went')
+  t.equal(view.metric('set-aside'), 1, 'sluice_buffer_recoveries_total{action="set-aside"} 1')
+  t.match(view.summary, new RegExp(`damage\\s+.*moved to ${aside.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`), '`sluice status` says where')
   t.not(ready.epoch, s.epoch, 'under a new epoch: its seqs start again at 1')
   // It takes readings again.
   const sensors = await startSensors(t, `mqtt://127.0.0.1:${s.port}`, { count: 1, readingsPerSensor: 10, topic: () => 'sensors/fresh/temp' })
