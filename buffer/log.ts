@@ -10,11 +10,12 @@ import {
   type EpochEventData, type GapData, type GapReason, type LogEntry, type ReadingInput,
   decodeEntry, decodeMeta, encodeEpochEvent, encodeGap, encodeMeta, encodeReading
 } from './codec.js'
-import { type BufferBounds, DiskUsage, PER_OP_OVERHEAD, UNBOUNDED, dropAllowance, journalLimit, levelSizes, parseSstables } from './bounds.js'
+import { type BufferBounds, PER_OP_OVERHEAD, UNBOUNDED, journalLimit, levelSizes, parseSstables } from './bounds.js'
 import { BufferClock, type StoredClock } from './clock.js'
 import { Gate } from './gate.js'
 import { PendingCommit, type WriteOp } from './pending.js'
 import { type DropPredicate, findHoles, planDrop } from './retention.js'
+import { type DropResult, SpaceKeeper } from './space.js'
 import { type RecoveryReport, discardBeforeRepair, recoveryDrops, repairDatabase, setAside } from './recover.js'
 import type {
   AppendOptions, AppendResult, BufferHealth, DropInfo, DurableLogEvents, DurableLogOptions, OpenReport
@@ -30,14 +31,8 @@ interface RunState { bootId: string, running: boolean }
 type LogStatus = 'opening' | 'open' | 'closing' | 'closed'
 
 const OK: BufferHealth = { accepting: true, reason: null }
-/** how old a size sample may be when a commit looks like it does not fit */
-const SAMPLE_WHEN_SHORT_MS = 50
 /** entries one drop decision looks at, at most: it holds their keys until its batch is written */
 const DROP_SCAN_LIMIT = 10_000
-/** how long drop-oldest must not have dropped before the maintenance compacts what it dropped */
-const DROP_IDLE_MS = 5000
-/** a key range that holds nothing (log keys start with 'l', meta with 'm', sublevels with '!') */
-const EMPTY_RANGE = [Buffer.from([0x00]), Buffer.from([0x01])] as const
 /** retries of a failed write: the first after this, doubling up to the max */
 const RETRY_MIN_MS = 250
 const RETRY_MAX_MS = 10_000
@@ -50,7 +45,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
   private readonly options: DurableLogOptions
   private readonly clock: () => number
   private readonly bounds: BufferBounds
-  private readonly usage: DiskUsage
+  private readonly space: SpaceKeeper
   private readonly gate = new Gate()
   private readonly sublevels = new Set<ReturnType<DurableLog['sublevel']>>()
   private ttlClock!: BufferClock
@@ -75,7 +70,6 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
   private closing: Promise<void> | null = null
   /** aborts waits for space and write retries when the log closes */
   private readonly stopping = new AbortController()
-  private spaceWaiter: (() => void) | null = null
   private repairing: Promise<void> | null = null
   /** set when a commit was abandoned (only while closing): later commits are abandoned with it */
   private abandoned: BufferError | null = null
@@ -89,18 +83,6 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
   private readFence: number | null = null
   /** the gap entry that is the last entry of the log, while it is (drop-newest extends it in place) */
   private tailGap: { pos: number, gap: GapData } | null = null
-  /** the key range drop-oldest deleted and no compaction has reclaimed yet (DiskUsage.credit) */
-  private unreclaimed: { first: Buffer, last: Buffer } | null = null
-  /** when drop-oldest last dropped (performance.now) */
-  private lastDropAt = 0
-  /** whether drop-oldest has looked for an earlier run's dropped readings (reclaimEarlierDrops) */
-  private reclaimedSinceOpen = false
-  /** the ack cursor when acknowledged entries were last compacted away */
-  private compactedPos = 0
-  /** bytes of readings acknowledged since the last compaction, estimated */
-  private deadBytes = 0
-  /** when acknowledged entries were last compacted away (performance.now) */
-  private lastCompaction = 0
   private bytesPerReading = 100
   private readonly drops: Record<GapReason, number> = { overflow: 0, ttl: 0, rejected: 0, corrupt: 0 }
   report: OpenReport = { created: false, uncleanStop: false }
@@ -111,12 +93,23 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     this.path = options.path
     this.clock = options.clock ?? Date.now
     this.bounds = options.bounds ?? UNBOUNDED
-    this.usage = new DiskUsage(options.path, this.bounds, () => this.liveTables())
     this.db = new ClassicLevel<Buffer, Buffer>(options.path, {
       keyEncoding: 'buffer',
       valueEncoding: 'buffer',
       ...levelSizes(this.bounds.maxBytes)
     })
+    const log = this // the host's getters read the log's live state
+    this.space = new SpaceKeeper(options.path, this.bounds, {
+      db: this.db,
+      gate: this.gate,
+      get ackPos () { return log._ackPos },
+      get readHigh () { return log.readHigh },
+      get health () { return log._health },
+      setHealth: (health) => { this.setHealth(health) },
+      dropOldest: async (keep) => await this.drop('overflow', keep),
+      countDrop: (info) => { this.countDrop(info) },
+      stopping: this.stopping.signal
+    }, () => this.liveTables(), options.maintenanceIntervalMs ?? 1000)
   }
 
   /** The table files of LevelDB's current version, or null while it is not open. */
@@ -152,7 +145,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
   get dropped (): Readonly<Record<GapReason, number>> { return { ...this.drops } }
   /** the buffer's size on disk and the volume's free space, as last estimated, in bytes */
   get diskUsage (): { bytes: number, free: number, maxBytes: number, minFreeDisk: number } {
-    return { bytes: this.usage.bytes, free: this.usage.free, maxBytes: this.bounds.maxBytes, minFreeDisk: this.bounds.minFreeDisk }
+    return { bytes: this.space.usage.bytes, free: this.space.usage.free, maxBytes: this.bounds.maxBytes, minFreeDisk: this.bounds.minFreeDisk }
   }
 
   // ---- issue 4 (upstream): a neighbour store in the same database
@@ -192,7 +185,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
       const recovery = await this.recoverAtOpen(err)
       this.report.recovery = recovery
     }
-    await this.usage.sample()
+    await this.space.usage.sample()
     this._status = 'open'
     if (this.options.sync === 'interval') {
       this.syncTimer = setInterval(() => { this.syncNow().catch(() => {}) }, this.options.syncIntervalMs)
@@ -290,7 +283,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     this._lastCommittedSeq = this._lastSeq
     if (epochReason !== null) await this.beginEpoch(epochReason)
     this.ackTarget = this._ackPos
-    this.compactedPos = this._ackPos
+    this.space.opened(this._ackPos)
     this.readHigh = this._ackPos
     this.ttlClock = new BufferClock(clock === undefined ? undefined : decodeMeta<StoredClock>(clock), {
       bootId,
@@ -427,14 +420,14 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
       // Seqs are contiguous on disk: once a commit is abandoned (closing while it was held back),
       // every later one is too, or the log would have a hole nobody announces.
       if (this.abandoned !== null) throw this.abandoned
-      await this.makeRoom(commit)
+      await this.space.makeRoom(commit)
       const merge = await this.mergeTarget(commit)
       const ops = commit.ops(this.clock(), merge)
       const bytes = ops.reduce((sum, op) => sum + op.key.length + (op.type === 'put' ? op.value.length : 0) + PER_OP_OVERHEAD, 0)
       const durationMs = await this.writeWithRetry(ops, commit.readings)
       this.readFence = null
       this.unsyncedWrites = this.options.sync !== 'always'
-      this.usage.noteWritten(bytes)
+      this.space.usage.noteWritten(bytes)
       const last = commit.lastEntry(merge)
       this.tailGap = last.gap === null ? null : { pos: last.pos, gap: last.gap }
       this._lastCommittedPos = Math.max(this._lastCommittedPos, last.pos)
@@ -517,167 +510,20 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     })
   }
 
-  // ------------------------------------------------------------------ bounds
-
-  /**
-   * Waits until the commit fits under the bounds, or applies the overflow policy. Compacting what
-   * the upstream acknowledged comes first: it drops nothing.
-   */
-  private async makeRoom (commit: PendingCommit): Promise<void> {
-    if (!Number.isFinite(this.bounds.maxBytes) && this.bounds.minFreeDisk === 0) return
-    let collected = false
-    for (;;) {
-      if (this.usage.room().bytes < commit.bytes) await this.usage.sampleIfOlder(SAMPLE_WHEN_SHORT_MS)
-      const room = this.usage.room()
-      if (room.bytes >= commit.bytes) break
-      if (await this.compactAcknowledged()) continue
-      if (!collected && this.usage.lingeringBytes > 0) {
-        // Obsolete tables an iterator held when their compaction ended stay until LevelDB's next
-        // compaction: have one (of an empty key range: it only deletes them) before dropping.
-        collected = true
-        await this.compact(EMPTY_RANGE[0], EMPTY_RANGE[1])
-        continue
-      }
-      if (this.bounds.overflow === 'drop-newest') {
-        const { dropped, gap } = commit.keepPrefix(room.bytes)
-        if (gap !== null && dropped > 0) this.countDrop({ reason: 'overflow', from: gap.from, to: gap.to, count: dropped })
-        break
-      }
-      if (this.bounds.overflow === 'drop-oldest') {
-        if (!this.reclaimedSinceOpen) {
-          this.reclaimedSinceOpen = true
-          if (await this.reclaimEarlierDrops()) continue
-        }
-        if (await this.dropOldest(commit.bytes - room.bytes)) continue
-      }
-      if (this._health.reason !== room.shortage) {
-        this.setHealth({
-          accepting: false,
-          reason: room.shortage,
-          code: 'SLUICE_BUFFER_FULL',
-          detail: room.shortage === 'full'
-            ? `the buffer is full (buffer.maxBytes ${this.bounds.maxBytes} bytes); PUBACKs are held back until the upstream acknowledges readings`
-            : `the disk is nearly full (less than buffer.minFreeDisk ${this.bounds.minFreeDisk} bytes free); readings are held back`
-        })
-      }
-      await this.waitForSpace()
-    }
-    if (this._health.reason === 'full' || this._health.reason === 'disk-low') this.setHealth(OK)
-  }
-
-  /** Resolves when space may have been freed (an ack, a drop, the next maintenance round). */
-  private async waitForSpace (): Promise<void> {
-    if (this.stopping.signal.aborted) throw new BufferError('SLUICE_BUFFER_NOT_OPEN', 'the buffer closed while it was full')
-    await new Promise<void>((resolve, reject) => {
-      const onAbort = (): void => { done(); reject(new BufferError('SLUICE_BUFFER_NOT_OPEN', 'the buffer closed while it was full')) }
-      const timer = setTimeout(() => { done(); resolve() }, this.options.maintenanceIntervalMs ?? 1000)
-      const done = (): void => {
-        clearTimeout(timer)
-        this.stopping.signal.removeEventListener('abort', onAbort)
-        this.spaceWaiter = null
-      }
-      this.spaceWaiter = () => { done(); resolve() }
-      this.stopping.signal.addEventListener('abort', onAbort)
-    })
-  }
-
-  private wakeSpaceWaiter (): void {
-    this.spaceWaiter?.()
-  }
-
-  /**
-   * Gives back the space of entries acknowledged upstream. LevelDB deletes by writing tombstones;
-   * the space returns only when a compaction rewrites the tables holding the deleted entries, so
-   * the log asks for one over the acknowledged range. Returns whether there was anything to do.
-   */
-  private async compactAcknowledged (): Promise<boolean> {
-    const from = this.compactedPos
-    const to = this._ackPos
-    if (to <= from) return false
-    this.compactedPos = to
-    this.deadBytes = 0
-    this.lastCompaction = performance.now()
-    await this.compact(logKey(from), logKey(to))
-    return true
-  }
-
-  /** Compacts a key range, then measures the directory: what the compaction gave back shows. */
-  private async compact (start: Buffer, end: Buffer): Promise<void> {
-    try {
-      await this.gate.shared('compact', async () => { await this.db.compactRange(start, end) })
-    } catch {
-      // A failed compaction only delays getting the space back; the write path reports real faults.
-    }
-    await this.usage.sample()
-  }
-
-  /**
-   * drop-oldest: drops the oldest readings the forwarder has not read that hold `deficit` bytes,
-   * and not one more [issue 3]. Their space comes back only when LevelDB compacts them, and a
-   * compaction per commit would wear the flash: they wait, counted as free (DiskUsage.credit),
-   * until they reach the allowance kept for them below the bound, and one compaction then takes
-   * them all. Returns false when there is nothing to drop.
-   */
-  private async dropOldest (deficit: number): Promise<boolean> {
-    const allowance = dropAllowance(this.bounds.maxBytes)
-    if (this.usage.credit > 0 && this.usage.credit + deficit > allowance) {
-      await this.reclaimDropped()
-      return true
-    }
-    // Exactly the readings that hold `deficit` bytes: the last one dropped crosses it.
-    const plan = await this.drop('overflow', (_reading, bytes) => bytes < deficit)
-    if (plan === null) return false
-    this.usage.credit += plan.bytes
-    this.lastDropAt = performance.now()
-    this.unreclaimed = { first: this.unreclaimed?.first ?? plan.firstKey, last: plan.lastKey }
-    if (this.usage.credit > allowance) await this.reclaimDropped()
-    return true
-  }
-
-  /**
-   * Readings an earlier run dropped and did not compact away still take space, and this run has
-   * no credit for them: before its first drop, the log compacts the stretch they can be in, from
-   * the ack cursor to the first entry still to be sent (drops take the oldest unsent readings, so
-   * that stretch holds only deleted readings, gap entries and what the forwarder has in flight).
-   * False when there is nothing to send.
-   */
-  private async reclaimEarlierDrops (): Promise<boolean> {
-    const from = Math.max(this._ackPos, this.readHigh)
-    const next = await this.gate.shared('read', async () => {
-      for await (const key of this.db.keys({ gt: logKey(from), lt: LOG_END, limit: 1 })) return key
-      return undefined
-    })
-    if (next === undefined) return false
-    await this.compact(logKey(this._ackPos), next)
-    return true
-  }
-
-  /**
-   * Compacts away the readings drop-oldest deleted, then measures the directory again: what the
-   * compaction gave back is now real free space, no longer credit. Drops made meanwhile keep
-   * their credit and start a range of their own.
-   */
-  private async reclaimDropped (): Promise<void> {
-    const range = this.unreclaimed
-    if (range === null) return
-    this.unreclaimed = null
-    const credit = this.usage.credit
-    await this.compact(range.first, range.last) // and measures the directory again
-    this.usage.credit = Math.max(0, this.usage.credit - credit)
-  }
+  // ------------------------------------------------------------------ drops (bounds: space.ts)
 
   /**
    * Drops one run of readings past what the forwarder has read (retention.ts plans it), writing
    * their deletion and the gap entry in one batch. Runs exclusive of reads.
    */
-  private async drop (reason: GapReason, keep: DropPredicate): Promise<{ firstKey: Buffer, lastKey: Buffer, bytes: number } | null> {
+  private async drop (reason: GapReason, keep: DropPredicate): Promise<DropResult | null> {
     return await this.gate.exclusive(async () => {
       const start = Math.max(this._ackPos, this.readHigh)
       const end = this.readFence === null ? LOG_END : logKey(this.readFence)
       const plan = await planDrop(this.db.iterator({ gt: logKey(start), lt: end, limit: DROP_SCAN_LIMIT }), reason, keep, this.clock())
       if (plan === null) return null
       await this.db.batch(plan.ops)
-      this.usage.noteWritten(plan.ops.length * (9 + PER_OP_OVERHEAD) + 64)
+      this.space.usage.noteWritten(plan.ops.length * (9 + PER_OP_OVERHEAD) + 64)
       if (this.tailGap !== null && plan.absorbed.includes(this.tailGap.pos)) this.tailGap = null
       this._lastCommittedPos = Math.max(this._lastCommittedPos, plan.gapPos)
       this.countDrop({ reason, from: plan.gap.from, to: plan.gap.to, count: plan.readings })
@@ -709,14 +555,11 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
 
   private async maintenanceRound (): Promise<void> {
     const now = performance.now()
-    if (this.usage.written > 0 || now - this.usage.sampledAt > 10_000) await this.usage.sample()
-    // Obsolete tables LevelDB kept for an iterator go at its next compaction: have one now (of an
-    // empty key range: it only flushes the small write buffer and deletes them).
-    if (this.usage.lingeringBytes > 0 && Number.isFinite(this.bounds.maxBytes)) await this.compact(EMPTY_RANGE[0], EMPTY_RANGE[1])
+    await this.space.maintain(now)
     // LevelDB's LOG and MANIFEST grow with every compaction until the database is reopened.
-    if (this.usage.journalBytes > journalLimit(this.bounds.maxBytes)) {
+    if (this.space.usage.journalBytes > journalLimit(this.bounds.maxBytes)) {
       await this.reopen()
-      await this.usage.sample()
+      await this.space.usage.sample()
     }
     if (now - this.lastClockSave >= CLOCK_SAVE_MS) {
       this.lastClockSave = now
@@ -731,17 +574,6 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
       this.lastTtlSweep = now
       await this.expire()
     }
-    // Readings drop-oldest deleted are compacted away once it has not dropped for a while: the
-    // space is counted as free meanwhile, but a restart would not know that.
-    if (this.unreclaimed !== null && now - this.lastDropAt >= DROP_IDLE_MS) await this.reclaimDropped()
-    // Compaction rewrites tables (flash wear), so it waits until the acknowledged garbage is worth
-    // it (a quarter of the bound, or 64 MiB), or half a minute has passed: garbage never sits
-    // for long, and a steady flow compacts twice a minute. A buffer that fills compacts at once
-    // (makeRoom).
-    const worth = this.deadBytes >= Math.min(this.bounds.maxBytes / 4, 64 * 1024 * 1024)
-    const due = this.deadBytes > 0 && now - this.lastCompaction >= 30 * (this.options.maintenanceIntervalMs ?? 1000)
-    if (Number.isFinite(this.bounds.maxBytes) && (worth || due)) await this.compactAcknowledged()
-    this.wakeSpaceWaiter()
   }
 
   /** Drops the readings that have been in the buffer longer than the TTL (in buffer time, clock.ts). */
@@ -759,8 +591,8 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
       last = plan.lastKey
     }
     if (first !== null && last !== null) {
-      await this.compact(first, last)
-      this.wakeSpaceWaiter()
+      await this.space.compact(first, last)
+      this.space.wake()
     }
     return dropped
   }
@@ -909,8 +741,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
       await this.db.put(metaKey('ack'), encodeMeta(upTo))
     })
     const seqs = Math.max(0, readingSeqAtOrBefore(upTo) - readingSeqAtOrBefore(this._ackPos))
-    this.usage.noteWritten(seqs * (9 + PER_OP_OVERHEAD))
-    this.deadBytes += seqs * this.bytesPerReading
+    this.space.acknowledged(seqs, this.bytesPerReading)
     this._ackPos = upTo
     if (upTo > this.readHigh) this.readHigh = upTo
     const before = this.epochs.length
@@ -918,7 +749,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     if (this.epochs.length !== before) {
       await this.gate.shared('epochs', async () => { await this.db.put(metaKey('epochs'), encodeMeta(this.epochs)) })
     }
-    this.wakeSpaceWaiter()
+    this.space.wake()
   }
 
   // ------------------------------------------------------------------ closing

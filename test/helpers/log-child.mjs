@@ -29,7 +29,7 @@ if (process.env.SLUICE_MODEL_TRACE !== undefined) {
   const { directoryBytes } = await import('../../dist/buffer/bounds.js')
   setInterval(async () => {
     const real = await directoryBytes(opts.path)
-    if (real > opts.bounds.maxBytes * 0.8) process.stderr.write(`  [child] est ${log.usage.bytes} (sampled ${log.usage.sampledBytes} + ${log.usage.writtenSince}) real ${real} health ${log.health.reason}\n`)
+    if (real > opts.bounds.maxBytes * 0.8) process.stderr.write(`  [child] est ${log.space.usage.bytes} (sampled ${log.space.usage.sampledBytes} + ${log.space.usage.writtenSince}) real ${real} health ${log.health.reason}\n`)
   }, 3).unref()
 }
 
