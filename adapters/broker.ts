@@ -92,7 +92,11 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
     }
     // MQTT gives no way to slow a QoS 0 sender; its reading is buffered without waiting, or, when
     // the buffer holds readings back, dropped and announced by the buffer (issue 3, SPEC 2.6).
-    if (packet.qos === 0) return callback(null)
+    if (packet.qos === 0) {
+      // Nothing waits for it: a QoS 0 reading that is not stored is the buffer's to announce.
+      durable.catch(() => {})
+      return callback(null)
+    }
     durable.then(() => { callback(null) }, (err: Error) => {
       this.refuse(client, 'buffer-unavailable', `reading not stored: ${err.message}`, callback)
     })

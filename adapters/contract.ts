@@ -46,7 +46,11 @@ export type RefusalReason = 'bad-topic' | 'buffer-unavailable' | 'malformed'
 /** Something that receives readings from sensors and puts them into a ReadingSink. */
 export interface IngestAdapter extends EventEmitter<IngestAdapterEvents> {
   readonly name: string
-  /** starts receiving; resolves once sensors can connect */
+  /**
+   * starts receiving; resolves once readings can come in: sensors can connect (the embedded
+   * broker), the subscription is made (a subscription; or its first attempt failed, and it goes
+   * on trying in the background)
+   */
   start: () => Promise<void>
   /** stops receiving; safe to call twice */
   close: () => Promise<void>
@@ -148,7 +152,10 @@ export interface EpochAnnouncement {
 export interface TakeLimits {
   /** most entries in it (1 while the forwarder isolates a message the upstream may be refusing) */
   maxEntries: number
-  /** most payload bytes the upstream's Maximum Packet Size leaves room for (Infinity when none) */
+  /**
+   * most bytes of payload: the upstream's Maximum Packet Size (Infinity when none). The packet
+   * adds its topic and properties on top; the forwarder halves a message that then does not fit.
+   */
   maxBytes: number
 }
 

@@ -121,9 +121,15 @@ export class SubscribeAdapter extends EventEmitter<IngestAdapterEvents> implemen
     this.password = this.options.password ?? await this.readPasswordFile()
     this.deliveries = RecentDeliveries.open({ ...deliveries, url, clientId, logger })
     this.status = 'open'
-    this.running = this.keepConnected().catch((err: unknown) => {
+    // [contract: start resolves once readings can come in] Once subscribed, or once the first
+    // attempt failed: the loop goes on trying in the background, and a local broker that already
+    // holds sluice's session queues the readings meanwhile.
+    let firstOutcome!: () => void
+    const first = new Promise<void>((resolve) => { firstOutcome = resolve })
+    this.running = this.keepConnected(firstOutcome).catch((err: unknown) => {
       logger.error({ err }, 'local broker connection loop failed')
-    })
+    }).finally(firstOutcome)
+    await first
   }
 
   describe (): Record<string, unknown> {
@@ -137,7 +143,8 @@ export class SubscribeAdapter extends EventEmitter<IngestAdapterEvents> implemen
     return await readPasswordFile(file, `${this.options.configPath}.passwordFile`)
   }
 
-  private async keepConnected (): Promise<void> {
+  /** Connects and reconnects until closed; `firstOutcome` is called once subscribed or failed. */
+  private async keepConnected (firstOutcome: () => void): Promise<void> {
     const { logger } = this.options
     const backoff = this.options.backoff ?? { min: 200, max: 10_000 }
     // Connections in a row that dropped soon after they were made (another client taking over
@@ -150,6 +157,7 @@ export class SubscribeAdapter extends EventEmitter<IngestAdapterEvents> implemen
           backoff,
           signal: this.abort.signal,
           onFailure: (err, attempt) => {
+            firstOutcome()
             logger.warn({ url: this.options.url, err: err.message, attempt }, 'local broker connect failed; retrying with backoff')
           }
         })
@@ -163,6 +171,7 @@ export class SubscribeAdapter extends EventEmitter<IngestAdapterEvents> implemen
       }
       this.counts.connections++
       this.link = link
+      firstOutcome()
       if (!link.sessionPresent && this.counts.connections > 1) {
         logger.warn({ url: this.options.url, clientId: this.options.clientId }, 'the local broker kept no session for sluice: readings published while sluice was disconnected may be lost')
       }
@@ -221,7 +230,8 @@ export class SubscribeAdapter extends EventEmitter<IngestAdapterEvents> implemen
     if (ready === null) {
       // QoS 0: nothing to acknowledge and no way to slow the sender: stored without waiting, or
       // dropped (and announced by the buffer) when the buffer holds readings back [SPEC 2.6].
-      this.append(topic, payload, false)
+      // Nothing waits for it: a reading that is not stored is the buffer's to announce.
+      this.append(topic, payload, false)?.durable.catch(() => {})
       return
     }
     const digest = digestOf(topic, payload)
