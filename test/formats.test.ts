@@ -126,6 +126,10 @@ t.test('cbor-batch take: bounded by maxRecords and maxBytes, never across an eve
   const tighter = format.take(big, { maxEntries: 100, maxBytes: 400 }).count
   t.ok(tighter < take.count && format.encode(big.slice(0, tighter)).payload.length <= 400, `the upstream's bound applies when smaller (${tighter} records)`)
   t.strictSame(format.take([reading(1, 'z'.repeat(5000)), reading(2)], unlimited), { count: 1, open: false }, 'a reading larger than maxBytes goes alone')
+  // Open means worth waiting for more (the forwarder lingers up to maxDelay): not when full by bytes.
+  t.strictSame(format.take(big.slice(0, 2), unlimited), { count: 2, open: true }, 'room for another: open')
+  const full = format.take(big.slice(0, take.count), unlimited)
+  t.strictSame(full, { count: take.count, open: false }, `everything offered taken, but no room for another like them: not open (${take.count} records)`)
 
   const gap: OutgoingEntry = { kind: 'gap', seq: 4, epoch: EPOCH, time: T0, data: { from: 4, to: 6, count: 3, reason: 'overflow' } }
   t.strictSame(format.take([reading(1), reading(2), gap, reading(7)], unlimited), { count: 2, open: false }, 'stops before an event')

@@ -76,7 +76,8 @@ function take (entries: readonly OutgoingEntry[], limits: TakeLimits, bounds: Ba
     records += next
     if (count >= maxRecords) return { count, open: false }
   }
-  return { count, open: true }
+  // Open (worth waiting for more) while a reading the size of the average so far still fits.
+  return { count, open: envelope + headSize(count + 1) + records + records / count <= maxBytes }
 }
 
 function encodeBatch (gateway: Buffer, topic: string, readings: readonly Reading[]): UpstreamMessage {
