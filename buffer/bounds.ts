@@ -67,7 +67,7 @@ export function capacityFor (maxBytes: number): number {
  * takes them all. 1/64 of the bound, 64 KiB to 16 MiB.
  */
 export function dropAllowance (maxBytes: number): number {
-  return Math.min(16 * 1024 * 1024, Math.max(64 * 1024, Math.floor(maxBytes / 64)))
+  return clamp(Math.floor(maxBytes / 64), 64 * 1024, 16 * 1024 * 1024)
 }
 
 /** What a byte handed to LevelDB costs on disk beyond the key and value: record and batch headers. */

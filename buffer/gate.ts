@@ -10,22 +10,16 @@
  */
 export class Gate {
   private active = 0
-  /** what runs now, by name: for diagnosing a stuck buffer */
-  readonly running = new Map<string, number>()
   private exclusiveHeld: Promise<void> | null = null
   private drained: (() => void) | null = null
 
-  async shared<T> (name: string, fn: () => Promise<T>): Promise<T> {
+  async shared<T> (fn: () => Promise<T>): Promise<T> {
     while (this.exclusiveHeld !== null) await this.exclusiveHeld
     this.active++
-    this.running.set(name, (this.running.get(name) ?? 0) + 1)
     try {
       return await fn()
     } finally {
       this.active--
-      const n = (this.running.get(name) ?? 1) - 1
-      if (n === 0) this.running.delete(name)
-      else this.running.set(name, n)
       if (this.active === 0) this.drained?.()
     }
   }

@@ -291,7 +291,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
       monotonic: this.options.monotonic ?? (() => performance.now())
     }, lastEntry.storedAt)
     await this.db.batch([
-      { type: 'put', key: metaKey('epochs'), value: encodeMeta(this.epochs) },
+      this.epochsOp(),
       { type: 'put', key: metaKey('state'), value: encodeMeta({ bootId, running: true } satisfies RunState) },
       { type: 'put', key: metaKey('clock'), value: encodeMeta(this.ttlClock.save()) }
     ], { sync: true })
@@ -458,7 +458,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
         if (attempt > 0) await this.reopen()
         await this.options.beforeCommit?.(readings)
         const started = performance.now()
-        await this.gate.shared('commit', async () => { await this.db.batch(ops, { sync }) })
+        await this.gate.shared(async () => { await this.db.batch(ops, { sync }) })
         const durationMs = performance.now() - started
         if (this._health.reason === 'write-failed') {
           this.setHealth(OK)
@@ -563,10 +563,10 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     }
     if (now - this.lastClockSave >= CLOCK_SAVE_MS) {
       this.lastClockSave = now
-      await this.gate.shared('clock', async () => {
+      await this.gate.shared(async () => {
         await this.db.batch([
           { type: 'put', key: metaKey('clock'), value: encodeMeta(this.ttlClock.save()) },
-          { type: 'put', key: metaKey('epochs'), value: encodeMeta(this.epochs) }
+          this.epochsOp()
         ])
       })
     }
@@ -605,13 +605,11 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     this.unsyncedWrites = false
     // A synced write fsyncs LevelDB's log file, and with it every earlier unsynced write.
     const state: RunState = { bootId: this.options.bootId, running: true }
-    // The epoch record rides along: LevelDB keeps a key where it was last written, so a record
-    // written once would sit in the oldest table, and a repair that loses that table would lose
-    // every epoch with it. Written with each sync, a copy is always in the newest data.
-    await this.gate.shared('sync', async () => {
+    // The epoch record rides along (epochsOp).
+    await this.gate.shared(async () => {
       await this.db.batch([
         { type: 'put', key: metaKey('state'), value: encodeMeta(state) },
-        { type: 'put', key: metaKey('epochs'), value: encodeMeta(this.epochs) }
+        this.epochsOp()
       ], { sync: true })
     })
   }
@@ -637,7 +635,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
   }
 
   private async readEntries (after: number, limit: number): Promise<LogEntry[]> {
-    return await this.gate.shared('read', async () => {
+    return await this.gate.shared(async () => {
       const entries: LogEntry[] = []
       const end = this.readFence === null ? LOG_END : logKey(this.readFence)
       // Only committed entries are ever in LevelDB, so the scan needs no upper bound of its own.
@@ -708,9 +706,18 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
   }
 
   /** The meta records as the running log knows them, to rewrite after a repair may have lost them. */
+  /**
+   * The epoch record, written with every sync, clock save and clean close as well as when it
+   * changes: LevelDB keeps a key where it was last written, so a record written once would sit in
+   * the oldest table, and a repair that loses that table would lose every epoch with it.
+   */
+  private epochsOp (): WriteOp {
+    return { type: 'put', key: metaKey('epochs'), value: encodeMeta(this.epochs) }
+  }
+
   private metaOps (): WriteOp[] {
     return [
-      { type: 'put', key: metaKey('epochs'), value: encodeMeta(this.epochs) },
+      this.epochsOp(),
       { type: 'put', key: metaKey('last'), value: encodeMeta(this._lastCommittedSeq) },
       { type: 'put', key: metaKey('ack'), value: encodeMeta(this._ackPos) },
       { type: 'put', key: metaKey('state'), value: encodeMeta({ bootId: this.options.bootId, running: true } satisfies RunState) },
@@ -734,7 +741,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
   }
 
   private async writeAck (upTo: number): Promise<void> {
-    await this.gate.shared('ack', async () => {
+    await this.gate.shared(async () => {
       // Delete first, then move the cursor: a crash in between leaves the cursor behind, which
       // only means entries already gone are looked for again, never a record left behind for good.
       await this.db.clear({ gt: logKey(this._ackPos), lte: logKey(upTo) })
@@ -747,7 +754,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     const before = this.epochs.length
     this.pruneEpochs()
     if (this.epochs.length !== before) {
-      await this.gate.shared('epochs', async () => { await this.db.put(metaKey('epochs'), encodeMeta(this.epochs)) })
+      await this.gate.shared(async () => { await this.db.batch([this.epochsOp()]) })
     }
     this.space.wake()
   }
@@ -781,7 +788,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
       try {
         await this.db.batch([
           { type: 'put', key: metaKey('clock'), value: encodeMeta(this.ttlClock.save()) },
-          { type: 'put', key: metaKey('epochs'), value: encodeMeta(this.epochs) },
+          this.epochsOp(),
           { type: 'put', key: metaKey('state'), value: encodeMeta({ bootId: this.options.bootId, running: false } satisfies RunState) }
         ], { sync: true })
       } catch {

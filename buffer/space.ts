@@ -79,11 +79,13 @@ export class SpaceKeeper {
     this.compactedPos = ackPos
   }
 
-  /** The log acknowledged `readings` more, about `bytesPerReading` each: garbage until compacted. */
+  /**
+   * The log acknowledged `readings` more, about `bytesPerReading` each: garbage until compacted.
+   * (The log wakes a full buffer once its ack cursor has moved: `wake`.)
+   */
   acknowledged (readings: number, bytesPerReading: number): void {
     this.usage.noteWritten(readings * (9 + PER_OP_OVERHEAD))
     this.deadBytes += readings * bytesPerReading
-    this.wake()
   }
 
   /**
@@ -163,7 +165,7 @@ export class SpaceKeeper {
   /** Compacts a key range, then measures the directory: what the compaction gave back shows. */
   async compact (start: Buffer, end: Buffer): Promise<void> {
     try {
-      await this.host.gate.shared('compact', async () => { await this.host.db.compactRange(start, end) })
+      await this.host.gate.shared(async () => { await this.host.db.compactRange(start, end) })
     } catch {
       // A failed compaction only delays getting the space back; the write path reports real faults.
     }
@@ -234,7 +236,7 @@ export class SpaceKeeper {
    */
   private async reclaimEarlierDrops (): Promise<boolean> {
     const { db, gate, ackPos, readHigh } = this.host
-    const next = await gate.shared('read', async () => {
+    const next = await gate.shared(async () => {
       for await (const key of db.keys({ gt: logKey(Math.max(ackPos, readHigh)), lt: LOG_END, limit: 1 })) return key
       return undefined
     })

@@ -5,6 +5,9 @@ import type { StatusReport } from './status.js'
 /** Every reason a reading can be dropped [SPEC 2.4, section 5]: shown at 0 before any drop. */
 export const DROP_REASONS = ['overflow', 'ttl', 'rejected', 'corrupt'] as const
 
+/** What can be done about a damaged buffer (buffer/recover.ts): shown at 0 before it happens. */
+export const RECOVERY_ACTIONS = ['repaired', 'set-aside'] as const
+
 /** Totals the rate window samples. */
 export interface RateTotals { ingested: number, forwarded: number }
 
@@ -128,7 +131,7 @@ export class GatewayMetrics {
       })
     }
     for (const reason of DROP_REASONS) this.m.dropped.inc({ reason }, 0)
-    for (const action of ['repaired', 'set-aside']) this.m.recoveries.inc({ action }, 0)
+    for (const action of RECOVERY_ACTIONS) this.m.recoveries.inc({ action }, 0)
     // process_resident_memory_bytes, process_cpu_seconds_total, nodejs_eventloop_lag_seconds...:
     // the figures behind "memory stays flat however large the backlog" [SPEC 2.5].
     collectDefaultMetrics({ register: this.registry })
@@ -168,7 +171,7 @@ export class GatewayMetrics {
     m.backlogBytes.set(backlog.bytes)
     m.oldest.set(backlog.oldestUnsentAgeSeconds ?? 0)
     m.lastSeq.set(report.buffer.lastSeq)
-    const recoveries: Record<string, number> = { repaired: 0, 'set-aside': 0 }
+    const recoveries: Record<string, number> = Object.fromEntries(RECOVERY_ACTIONS.map((a) => [a, 0]))
     for (const r of report.buffer.recoveries) recoveries[r.action]++
     setTotals(m.recoveries, 'action', recoveries)
     setOrNaN(m.diskFree, report.disk.freeBytes)
