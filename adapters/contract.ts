@@ -19,7 +19,8 @@ export interface Reading {
 export interface ReadingSink {
   /**
    * Gives the reading its seq at once and queues it for the next group commit. `durable` resolves
-   * once the reading is on disk; only then may a sensor be acknowledged. Throws when the buffer is
+   * once the reading is on disk; only then may a sensor be acknowledged. An adapter that does not
+   * wait for it (QoS 0) still handles its rejection: the sink need not. Throws when the buffer is
    * not accepting readings (closing, or failed).
    */
   append: (reading: Reading, options?: AppendOptions) => { seq: number, durable: Promise<void>, dropped?: boolean }

@@ -248,18 +248,27 @@ export function ingestConformance (t: Test, harness: IngestHarness): void {
     await goesOn(t, sink, source, ack, 'sensors/refused')
   })
 
-  senderTest('a durable that rejects (commit failed): refused "buffer-unavailable", not acknowledged, later readings taken', async (t) => {
+  senderTest('a durable that rejects (commit failed): refused "buffer-unavailable", not acknowledged, no rejection unhandled, later readings taken', async (t) => {
     const { sink, subject, refused } = await setUp(t, harness)
     const source = sensorsOf(subject)
     await subject.adapter.start()
     const sensor = await source.connect(t)
     sink.fail()
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown): void => { unhandled.push(reason) }
+    process.on('unhandledRejection', onUnhandled)
+    t.teardown(() => { process.off('unhandledRejection', onUnhandled) })
+    // A QoS 0 reading's `durable` is awaited by nobody: its rejection must not go unhandled.
+    await sensor.client.publishAsync('sensors/failed/q0', Buffer.from('lost, qos 0'), { qos: 0 })
     const ack = sensor.publishQos1('sensors/failed/1', Buffer.from('lost commit'))
     await waitUntil(() => refused.length >= 1, MS, 'a refusal')
     t.same(refused[0], { reason: 'buffer-unavailable', clientId: sensor.refusedAs }, 'refused: buffer-unavailable')
     await source.settle()
     t.ok(sink.on('sensors/failed/1').length >= 1 && sink.on('sensors/failed/1').every((a) => a.state === 'failed'), 'its commit failed')
     t.notOk(ack.acknowledged(), 'a reading whose commit failed is not acknowledged')
+    t.equal(sink.on('sensors/failed/q0').length, 1, 'the QoS 0 reading was taken, and its commit failed')
+    await new Promise((resolve) => setImmediate(resolve))
+    t.same(unhandled, [], 'no rejection left unhandled')
     await goesOn(t, sink, source, ack, 'sensors/failed')
   })
 
