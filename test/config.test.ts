@@ -2,6 +2,7 @@ import t, { type Test } from 'tap'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { configReferenceText } from '../config/reference.js'
 import {
   ConfigError,
   configJsonSchema,
@@ -470,6 +471,16 @@ t.test('config/example.yaml shows every key of the schema', async (t) => {
   walk(configJsonSchema())
   t.ok(keys.size > 40, 'walked the whole schema')
   for (const key of keys) t.match(text, new RegExp(`\\b${key}:`), key)
+})
+
+t.test('docs/config.md, the config reference, is up to date and names every key', async (t) => {
+  const shipped = await readFile(join(root, 'docs', 'config.md'), 'utf8')
+  t.equal(shipped, configReferenceText(), 'regenerate it: node --import=@isaacs/ts-node-temp-fork-for-pr-2009/import scripts/gen-schema.ts')
+  for (const key of ['gateway.id', 'ingest.broker.listen', 'buffer.maxBytes', 'upstream.batch.maxDelay', 'log.level']) {
+    t.match(shipped, `| \`${key}\` |`, key)
+  }
+  t.match(shipped, /\| `gateway\.id` \| string \| required \|/, 'a required key says so')
+  t.ok(shipped.includes('| `buffer.overflow` | "block" \\| "drop-oldest" \\| "drop-newest" | `"block"` |'), 'choices and defaults are shown')
 })
 
 t.test('config/sluice.schema.json is up to date', async (t) => {
