@@ -1,0 +1,62 @@
+/**
+ * Who may import whom (docs/architecture.md): config/ and buffer/ import nothing of sluice's,
+ * adapters/ never reach into buffer/ or daemon/, and only daemon/ wires everything. Type imports
+ * count too: a type import is still a dependency a reader has to follow.
+ */
+import t from 'tap'
+import { readFile, readdir } from 'node:fs/promises'
+import { dirname, join, relative, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
+
+/** The folders each part may import from, besides its own. */
+const allowed: Record<string, readonly string[]> = {
+  config: [],
+  buffer: [],
+  adapters: ['config'],
+  daemon: ['config', 'buffer', 'adapters']
+}
+
+async function sources (dir: string): Promise<string[]> {
+  const out: string[] = []
+  for (const entry of await readdir(join(root, dir), { withFileTypes: true })) {
+    const path = join(dir, entry.name)
+    if (entry.isDirectory()) out.push(...await sources(path))
+    else if (entry.name.endsWith('.ts')) out.push(path)
+  }
+  return out
+}
+
+/** The project folders a file's relative imports land in. */
+async function importedParts (file: string): Promise<string[]> {
+  const text = await readFile(join(root, file), 'utf8')
+  const parts: string[] = []
+  for (const match of text.matchAll(/(?:^|\n)\s*(?:import|export)\b[^'"]*?from\s+'(\.[^']+)'|import\(\s*'(\.[^']+)'\s*\)/g)) {
+    const spec = match[1] ?? match[2]
+    if (spec === undefined) continue
+    const target = relative(root, resolve(root, dirname(file), spec))
+    parts.push(target.split('/')[0] ?? target)
+  }
+  return parts
+}
+
+t.test('each part imports only what it may', async (t) => {
+  let checked = 0
+  for (const [part, may] of Object.entries(allowed)) {
+    for (const file of await sources(part)) {
+      for (const target of await importedParts(file)) {
+        checked++
+        if (target === part) continue
+        t.ok(may.includes(target), `${file} imports from ${target}/`)
+      }
+    }
+  }
+  t.ok(checked > 100, `read the imports (${checked})`)
+})
+
+t.test('the check sees a forbidden import', async (t) => {
+  // The same reader, on a file that does what buffer/ must not.
+  const parts = await importedParts('daemon/gateway.ts')
+  t.ok(parts.includes('buffer') && parts.includes('adapters'), 'it finds cross-folder imports')
+})
