@@ -34,9 +34,13 @@ export class Daemon {
     readonly ready: { ingest: Array<{ name: string, listen?: string }> }
   ) {}
 
-  /** Starts `sluice run -c configFile`; resolves once it logged "sluice ready" (bounded). */
+  /**
+   * Starts `sluice run -c configFile`; resolves once it logged "sluice ready" (bounded).
+   * BENCH_DAEMON_NODE_ARGS adds node flags, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+   */
   static async start (configFile: string, timeoutMs: number): Promise<Daemon> {
-    const child = spawn(process.execPath, [fileURLToPath(DAEMON_SCRIPT), 'run', '-c', configFile], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const extra = (process.env.BENCH_DAEMON_NODE_ARGS ?? '').split(' ').filter((arg) => arg !== '')
+    const child = spawn(process.execPath, [...extra, fileURLToPath(DAEMON_SCRIPT), 'run', '-c', configFile], { stdio: ['ignore', 'pipe', 'inherit'] })
     const exited = new Promise<Exit>((resolve) => { child.once('exit', (code, signal) => { resolve({ code, signal }) }) })
     const stdout = child.stdout as Readable
     const lines: string[] = []
