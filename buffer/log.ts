@@ -36,6 +36,11 @@ const DROP_SCAN_LIMIT = 10_000
 /** retries of a failed write: the first after this, doubling up to the max */
 const RETRY_MIN_MS = 250
 const RETRY_MAX_MS = 10_000
+/**
+ * how long acknowledgements gather before the cursor is written: at 5,000 readings/s acknowledged
+ * one by one, 200 writes a second instead of 5,000 (see ack)
+ */
+const ACK_COALESCE_MS = 5
 /** how often the TTL clock is saved, so a crash loses little buffer time */
 const CLOCK_SAVE_MS = 10_000
 
@@ -735,9 +740,20 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     if (upTo > this.ackTarget) this.ackTarget = upTo
     while (this._ackPos < upTo) {
       if (this._health.reason === 'write-failed') return
-      this.acking ??= this.writeAck(this.ackTarget).finally(() => { this.acking = null })
+      this.acking ??= this.coalesceAcks().finally(() => { this.acking = null })
       await this.acking
     }
+  }
+
+  /**
+   * Waits ACK_COALESCE_MS for more acknowledgements (not while closing), then writes the cursor
+   * once for all of them: each write is a range delete and a put, and the forwarder acknowledges
+   * a message or a few at a time. A cursor on disk a few milliseconds behind only means a few
+   * more readings resent after a crash.
+   */
+  private async coalesceAcks (): Promise<void> {
+    if (this._status === 'open') await new Promise((resolve) => { setTimeout(resolve, ACK_COALESCE_MS) })
+    await this.writeAck(this.ackTarget)
   }
 
   private async writeAck (upTo: number): Promise<void> {
