@@ -110,9 +110,17 @@ export class Daemon {
     return { ms: performance.now() - started }
   }
 
-  /** Kills it if it still runs (cleanup after a failed run). */
+  /**
+   * Ends it if it still runs: SIGTERM, then SIGKILL after 5 s (a clean exit writes the profiles
+   * that --cpu-prof or --heap-prof ask for).
+   */
   async kill (): Promise<void> {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL')
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      this.child.kill('SIGTERM')
+      const timer = setTimeout(() => { this.child.kill('SIGKILL') }, 5000)
+      await this.exited
+      clearTimeout(timer)
+    }
     await this.exited
   }
 }

@@ -37,14 +37,17 @@ interface Started {
   port: number
 }
 
-/** The daemon's config (JSON is YAML): defaults except where the bench must say otherwise. */
+/**
+ * The daemon's config (JSON is YAML): defaults except where the bench must say otherwise.
+ * BENCH_SLUICE_BUFFER (JSON) adds buffer keys, e.g. '{"sync":"always"}', to measure another setting.
+ */
 async function startSluice (scope: Scope, system: System, upstreamPort: number, inflight: number): Promise<Started> {
   const dir = await scope.dir('peer')
   const file = join(dir, 'sluice.yaml')
   await writeFile(file, JSON.stringify({
     gateway: { id: 'bench' },
     ingest: { broker: { listen: '127.0.0.1:0' } },
-    buffer: { path: join(dir, 'buffer') },
+    buffer: { ...JSON.parse(process.env.BENCH_SLUICE_BUFFER ?? '{}') as Record<string, unknown>, path: join(dir, 'buffer') },
     upstream: {
       url: `mqtt://127.0.0.1:${upstreamPort}`,
       format: system === 'sluice-cbor-batch' ? 'cbor-batch' : 'cloudevents-json',
@@ -118,6 +121,8 @@ interface RateRun {
   system: System, repeat: number, readings: number, p50: number, p99: number, max: number,
   /** p99 of the readings published in the first second */
   p99FirstSecond: number, peakRss: number, cpuSPer100k: number, bytesWrittenPerReading: number
+  /** p99 of each second's readings, in the order sent (for the JSON: where the tail comes from) */
+  p99BySecond: number[]
 }
 
 async function rateOnce (system: System, repeat: number, sizes: Sizes): Promise<RateRun> {
@@ -134,6 +139,8 @@ async function rateOnce (system: System, repeat: number, sizes: Sizes): Promise<
     // The first second's readings are the first `rate` sent: the sink saw them in about that order.
     const latencies = sink.latencies
     const firstSecond = latencies.slice(0, sizes.rate)
+    const p99BySecond: number[] = []
+    for (let at = 0; at < latencies.length; at += sizes.rate) p99BySecond.push(Math.round(quantile(latencies.slice(at, at + sizes.rate), 0.99) * 10) / 10)
     const result: RateRun = {
       system,
       repeat,
@@ -143,10 +150,11 @@ async function rateOnce (system: System, repeat: number, sizes: Sizes): Promise<
       max: Math.max(...latencies),
       p99FirstSecond: quantile(firstSecond, 0.99),
       peakRss: after.peakRss,
-      ...perReading(before, after, paced.sent)
+      ...perReading(before, after, paced.sent),
+      p99BySecond
     }
     progress(`${sizes.rate}/s ${system} #${repeat + 1}: latency p50 ${result.p50.toFixed(1)} ms, p99 ${result.p99.toFixed(1)} ms, max ${result.max.toFixed(1)} ms ` +
-      `(first second p99 ${result.p99FirstSecond.toFixed(1)} ms), peak RSS ${(result.peakRss / MB).toFixed(0)} MB, ${result.cpuSPer100k.toFixed(2)} CPU-s/100k`)
+      `(p99 by second ${p99BySecond.join(' ')}), peak RSS ${(result.peakRss / MB).toFixed(0)} MB, ${result.cpuSPer100k.toFixed(2)} CPU-s/100k`)
     return result
   })
 }
