@@ -1,6 +1,6 @@
 /**
- * sluice's benchmarks: `npm run bench` (about 9 minutes) or `node dist/scripts/bench.js --quick`
- * (about 2 minutes). Each figure is measured beside a baseline in the same run, repeated, and
+ * sluice's benchmarks: `npm run bench` (about 30 minutes) or `node dist/scripts/bench.js --quick`
+ * (about 5 minutes). Each figure is measured beside a baseline in the same run, repeated, and
  * reported as medians with their spread; a table goes to stdout and the full results (every run,
  * memory samples, machine info) to bench-results/bench-<timestamp>.json and bench-results/latest.json.
  *

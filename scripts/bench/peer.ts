@@ -147,7 +147,7 @@ async function rateOnce (system: System, repeat: number, sizes: Sizes): Promise<
       readings: paced.sent,
       p50: quantile(latencies, 0.5),
       p99: quantile(latencies, 0.99),
-      max: Math.max(...latencies),
+      max: latencies.reduce((a, b) => Math.max(a, b), Number.NEGATIVE_INFINITY),
       p99FirstSecond: quantile(firstSecond, 0.99),
       peakRss: after.peakRss,
       ...perReading(before, after, paced.sent),
