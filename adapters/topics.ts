@@ -25,10 +25,12 @@ function hex (c: number): string {
 
 /** Whether an MQTT topic filter matches a topic name [MQTT-4.7]. */
 export function topicMatches (filter: string, topic: string): boolean {
+  return levelsMatch(filter.split('/'), topic, topic.split('/'))
+}
+
+function levelsMatch (f: readonly string[], topic: string, t: readonly string[]): boolean {
   // [MQTT-4.7.2-1] wildcards at the first level do not match topics beginning with '$'
-  if (topic.startsWith('$') && (filter.startsWith('#') || filter.startsWith('+'))) return false
-  const f = filter.split('/')
-  const t = topic.split('/')
+  if (topic.startsWith('$') && (f[0].startsWith('#') || f[0].startsWith('+'))) return false
   for (let i = 0; i < f.length; i++) {
     if (f[i] === '#') return true
     if (i >= t.length) return false
@@ -37,7 +39,15 @@ export function topicMatches (filter: string, topic: string): boolean {
   return f.length === t.length
 }
 
-/** A predicate for "is this topic forwarded": matches one of the filters, never `$SYS`. */
+/**
+ * A predicate for "is this topic forwarded": matches one of the filters, never `$SYS`. The
+ * filters are split once and the topic once per call: it runs for every reading.
+ */
 export function forwardedTopics (filters: readonly string[]): (topic: string) => boolean {
-  return (topic) => !topic.startsWith('$SYS') && filters.some((filter) => topicMatches(filter, topic))
+  const split = filters.map((filter) => filter.split('/'))
+  return (topic) => {
+    if (topic.startsWith('$SYS')) return false
+    const t = topic.split('/')
+    return split.some((f) => levelsMatch(f, topic, t))
+  }
 }

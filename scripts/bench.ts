@@ -1,6 +1,6 @@
 /**
- * sluice's benchmarks: `npm run bench` (about 9 minutes) or `node dist/scripts/bench.js --quick`
- * (about 2 minutes). Each figure is measured beside a baseline in the same run, repeated, and
+ * sluice's benchmarks: `npm run bench` (about 30 minutes) or `node dist/scripts/bench.js --quick`
+ * (about 5 minutes). Each figure is measured beside a baseline in the same run, repeated, and
  * reported as medians with their spread; a table goes to stdout and the full results (every run,
  * memory samples, machine info) to bench-results/bench-<timestamp>.json and bench-results/latest.json.
  *
@@ -11,10 +11,15 @@
  *   5. memory growth while buffering, vs a forwarder that queues in memory
  *   6. resident memory of the spawned daemon (`sluice run`) while its backlog grows, vs the same
  *      forwarder
+ *   7-9. the spawned daemon vs an edge mosquitto with persistence bridged QoS 1 to the upstream
+ *      (where mosquitto is installed): saturating, fixed rate with latency from the first
+ *      publish after start, a backlog buffered with the upstream down then drained; each with
+ *      peak RSS, CPU-seconds per 100k readings and bytes written per reading (/proc/PID)
  *
  * Everything listens on 127.0.0.1 only; every load is bounded, every wait has a timeout. Flags:
- * --quick (smaller loads), --only=e2e,ingest,drain,ready,backlog (a subset; ingest includes memory),
- * --inflight=N (sluice's upstream.inflight and the drain baseline's window; default 64).
+ * --quick (smaller loads), --only=e2e,ingest,drain,ready,backlog,saturate,rate,buffered (a subset;
+ * ingest includes memory), --inflight=N (sluice's upstream.inflight and the baselines' window;
+ * default 64), --json FILE (write the figures there too).
  */
 import { endToEnd } from './bench/e2e.js'
 import { ingestAndMemory } from './bench/ingest.js'
@@ -22,9 +27,11 @@ import { drain } from './bench/drain.js'
 import { makeTemplates, timeToReady } from './bench/ready.js'
 import { backlogMemory } from './bench/backlog.js'
 import { formatTable, machineInfo, writeResults } from './bench/report.js'
+import { peer } from './bench/peer.js'
+import { mosquittoInstalled } from './bench/mosquitto.js'
 import { Scope, type Row, type ScenarioResult, type Sizes } from './bench/runner.js'
 
-const SCENARIOS = ['e2e', 'ingest', 'drain', 'ready', 'backlog'] as const
+const SCENARIOS = ['e2e', 'ingest', 'drain', 'ready', 'backlog', 'saturate', 'rate', 'buffered'] as const
 type Scenario = typeof SCENARIOS[number]
 
 const QUICK: Sizes = {
@@ -39,6 +46,9 @@ const QUICK: Sizes = {
   drainMessages: 30_000,
   readyBacklogs: [200_000],
   backlogReadings: 200_000,
+  rate: 5000,
+  rateDurationMs: 10_000,
+  peerBacklog: 100_000,
   timeoutMs: 120_000
 }
 
@@ -51,15 +61,22 @@ const FULL: Sizes = {
   drainMessages: 200_000,
   readyBacklogs: [200_000, 1_000_000],
   backlogReadings: 1_000_000,
+  rateDurationMs: 30_000,
+  peerBacklog: 1_000_000,
   timeoutMs: 180_000
 }
 
-function parseArgs (argv: string[]): { quick: boolean, only: Set<Scenario>, inflight: number | null } {
+function parseArgs (argv: string[]): { quick: boolean, only: Set<Scenario>, inflight: number | null, json: string | null } {
   let quick = false
+  let json: string | null = null
   let only = new Set<Scenario>(SCENARIOS)
   let inflight: number | null = null
-  for (const arg of argv) {
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]
     if (arg === '--quick') quick = true
+    else if (arg === '--json' || arg.startsWith('--json=')) {
+      json = arg === '--json' ? argv[++i] ?? usage('--json takes a file name') : arg.slice('--json='.length)
+    }
     else if (arg.startsWith('--inflight=')) {
       inflight = Number(arg.slice('--inflight='.length))
       if (!Number.isInteger(inflight) || inflight < 1 || inflight > 65535) usage('--inflight takes an integer from 1 to 65535')
@@ -72,17 +89,17 @@ function parseArgs (argv: string[]): { quick: boolean, only: Set<Scenario>, infl
     } else if (arg === '--help' || arg === '-h') usage()
     else usage(`unknown argument "${arg}"`)
   }
-  return { quick, only, inflight }
+  return { quick, only, inflight, json }
 }
 
 function usage (error?: string): never {
   if (error !== undefined) process.stderr.write(`bench: ${error}\n`)
-  process.stderr.write(`usage: node dist/scripts/bench.js [--quick] [--only=${SCENARIOS.join(',')}] [--inflight=N]\n`)
+  process.stderr.write(`usage: node dist/scripts/bench.js [--quick] [--only=${SCENARIOS.join(',')}] [--inflight=N] [--json FILE]\n`)
   process.exit(error === undefined ? 0 : 2)
 }
 
 async function main (): Promise<number> {
-  const { quick, only, inflight } = parseArgs(process.argv.slice(2))
+  const { quick, only, inflight, json } = parseArgs(process.argv.slice(2))
   const sizes = { ...(quick ? QUICK : FULL), ...(inflight === null ? {} : { forwarderInflight: inflight }) }
   const startedAt = new Date()
   const machine = machineInfo()
@@ -118,6 +135,16 @@ async function main (): Promise<number> {
       await step('ready', async () => await timeToReady(sizes, made))
     }
     await step('backlog', async () => await backlogMemory(sizes))
+    const bridged = { saturate: only.has('saturate'), rate: only.has('rate'), backlog: only.has('buffered') }
+    if (bridged.saturate || bridged.rate || bridged.backlog) {
+      if (mosquittoInstalled()) {
+        for (const [name, flag] of [['saturate', 'saturate'], ['rate', 'rate'], ['buffered', 'backlog']] as const) {
+          if (bridged[flag]) await step(name, async () => await peer(sizes, { saturate: false, rate: false, backlog: false, [flag]: true }))
+        }
+      } else {
+        process.stderr.write('saturate, rate, buffered: skipped, mosquitto is not installed (the baseline is a mosquitto bridge)\n')
+      }
+    }
   } finally {
     await templates.close()
   }
@@ -125,7 +152,7 @@ async function main (): Promise<number> {
   const durationS = (Date.now() - startedAt.getTime()) / 1000
   const table = formatTable(rows, sizes.repeats)
   process.stdout.write(`\n${table}\n`)
-  const file = await writeResults({
+  const file = await writeResults(json, {
     date: startedAt.toISOString(),
     durationS,
     mode: quick ? 'quick' : 'full',
@@ -138,7 +165,7 @@ async function main (): Promise<number> {
     runs
   })
   process.stdout.write(`\n${Object.keys(errors).length === 0 ? '' : `FAILED: ${Object.keys(errors).join(', ')}\n`}` +
-    `finished in ${durationS.toFixed(0)} s; results in ${file} and bench-results/latest.json\n`)
+    `finished in ${durationS.toFixed(0)} s; results in ${file}${json === null ? '' : `, ${json}`} and bench-results/latest.json\n`)
   return Object.keys(errors).length === 0 ? 0 : 1
 }
 

@@ -142,6 +142,45 @@ t.test('cbor-batch take: bounded by maxRecords and maxBytes, never across an eve
   t.strictSame(format.take([reading(1), reading(2), reading(3, 'x', other)], unlimited), { count: 2, open: false }, 'stops at an epoch change')
 })
 
+t.test('cloudevents-json: one JSON CloudEvent per reading, whatever characters the gateway id, the topic and the epoch hold', async (t) => {
+  const odd = { gateway: 'gw "quoted" \\ \u00e9\u2028', topic: 'up/{gateway}/{topic}/x', eventsTopic: 'sluice/{gateway}/$sluice/{kind}' }
+  const format = cloudEventsJson(odd)
+  const cases: Array<{ topic: string, payload: string | Uint8Array, epoch: string }> = [
+    { topic: 'sensors/"a"/\\b', payload: '{"n":1,"big":12345678901234567890}', epoch: EPOCH },
+    { topic: 'sensors/\u0001\u007f/\ud83d\ude00', payload: ' [1, 2]', epoch: 'epoch "two"' },
+    { topic: 'sensors/plain', payload: Buffer.from([0xff, 0x00, 0x7b]), epoch: EPOCH },
+    { topic: 'sensors/text', payload: 'not json', epoch: EPOCH }
+  ]
+  for (const [i, c] of cases.entries()) {
+    const seq = 41 + i
+    const message = format.encode([reading(seq, c.payload, c.epoch, c.topic)])
+    t.equal(message.topic, `up/${odd.gateway}/${c.topic}/x`, 'the topic template filled in')
+    const event = JSON.parse(message.payload.toString('utf8')) as Record<string, unknown>
+    const bytes = typeof c.payload === 'string' ? Buffer.from(c.payload) : Buffer.from(c.payload)
+    let json: unknown = null
+    try { json = JSON.parse(bytes.toString('utf8')) } catch {}
+    const isJson = json !== null && typeof json === 'object'
+    t.strictSame(Object.keys(event), ['specversion', 'id', 'source', 'type', 'time', 'subject', 'sequence', 'sluiceepoch', 'datacontenttype', isJson ? 'data' : 'data_base64'],
+      'the attributes, in a stable order')
+    t.match(event, {
+      specversion: '1.0',
+      id: `${odd.gateway}-${c.epoch}-${seq}`,
+      source: `sluice://${odd.gateway}`,
+      type: 'io.sluice.reading',
+      time: new Date(T0 + seq).toISOString(),
+      subject: c.topic,
+      sequence: String(seq).padStart(20, '0'),
+      sluiceepoch: c.epoch,
+      datacontenttype: isJson ? 'application/json' : 'application/octet-stream'
+    })
+    if (isJson) {
+      t.ok(message.payload.toString('utf8').endsWith(`"data":${bytes.toString('utf8')}}`), 'the sensor\'s JSON as the text it sent (no rounding of large integers)')
+    } else {
+      t.equal(event.data_base64, bytes.toString('base64'), 'other bytes in base64')
+    }
+  }
+})
+
 t.test('cloudevents-binary: the sensor\'s bytes unchanged, the attributes as MQTT 5 user properties', async (t) => {
   const format = cloudEventsBinary(templates)
   const bytes = new Uint8Array([0xde, 0xad, 0xbe, 0xef, 0x00])

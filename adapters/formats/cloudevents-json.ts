@@ -1,5 +1,5 @@
 import type { OutgoingEntry, UpstreamFormat, UpstreamMessage } from '../contract.js'
-import { type TopicTemplates, eventTopic, readingTopic } from './topics.js'
+import { type TopicTemplates, eventTopic, readingTopicOf } from './topics.js'
 
 type Reading = Extract<OutgoingEntry, { kind: 'reading' }>
 type SluiceEvent = Exclude<OutgoingEntry, { kind: 'reading' }>
@@ -9,13 +9,14 @@ type SluiceEvent = Exclude<OutgoingEntry, { kind: 'reading' }>
  * MQTT 3.1.1 and 5 alike.
  */
 export function cloudEventsJson (templates: TopicTemplates): UpstreamFormat {
+  const encodeReading = structuredReadings(templates)
   return {
     name: 'cloudevents-json',
     lingerMs: 0,
     take: () => ({ count: 1, open: false }),
     encode: (entries) => {
       const entry = entries[0]
-      return entry.kind === 'reading' ? structuredReading(entry, templates) : structuredEvent(entry, templates)
+      return entry.kind === 'reading' ? encodeReading(entry) : structuredEvent(entry, templates)
     }
   }
 }
@@ -37,15 +38,39 @@ export function readingAttributes (entry: Reading, gateway: string): Record<stri
   }
 }
 
-function structuredReading (entry: Reading, templates: TopicTemplates): UpstreamMessage {
-  const head = readingAttributes(entry, templates.gateway)
-  const json = jsonText(entry.payload)
-  const event = json === null
-    ? JSON.stringify({ ...head, datacontenttype: 'application/octet-stream', data_base64: Buffer.from(entry.payload).toString('base64') })
-    // The sensor's JSON goes in as the text it sent: parsing and re-serialising would round
-    // large integers and reorder nothing useful.
-    : `${JSON.stringify({ ...head, datacontenttype: 'application/json' }).slice(0, -1)},"data":${json}}`
-  return { topic: readingTopic(templates, entry.topic), payload: Buffer.from(event), properties: STRUCTURED }
+/**
+ * A reading as a structured-mode event. The JSON is written as text, in the attribute order of
+ * readingAttributes: what is the same for every reading (the gateway's parts) is escaped once,
+ * only the sensor's topic and the epoch are escaped per reading. The CloudEvent encoding ran at
+ * 2.7% of the gateway's CPU, its own frames alone, with an object and a JSON.stringify per reading.
+ */
+function structuredReadings (templates: TopicTemplates): (entry: Reading) => UpstreamMessage {
+  const gateway = escaped(templates.gateway)
+  const topicOf = readingTopicOf(templates)
+  const idHead = `{"specversion":"1.0","id":"${gateway}-`
+  const source = `","source":"sluice://${gateway}","type":"io.sluice.reading","time":"`
+  let epoch = ''
+  let epochText = ''
+  return (entry) => {
+    if (entry.epoch !== epoch) {
+      epoch = entry.epoch
+      epochText = escaped(epoch)
+    }
+    const head = idHead + epochText + '-' + String(entry.seq) + source + new Date(entry.time).toISOString() +
+      '","subject":' + JSON.stringify(entry.topic) + ',"sequence":"' + sequence(entry.seq) + '","sluiceepoch":"' + epochText + '","datacontenttype":"'
+    const json = jsonText(entry.payload)
+    const event = json === null
+      ? head + 'application/octet-stream","data_base64":"' + Buffer.from(entry.payload).toString('base64') + '"}'
+      // The sensor's JSON goes in as the text it sent: parsing and re-serialising would round
+      // large integers and reorder nothing useful.
+      : head + 'application/json","data":' + json + '}'
+    return { topic: topicOf(entry.topic), payload: Buffer.from(event), properties: STRUCTURED }
+  }
+}
+
+/** A string as it stands between the quotes of a JSON string. */
+function escaped (text: string): string {
+  return JSON.stringify(text).slice(1, -1)
 }
 
 /**

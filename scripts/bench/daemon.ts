@@ -34,9 +34,13 @@ export class Daemon {
     readonly ready: { ingest: Array<{ name: string, listen?: string }> }
   ) {}
 
-  /** Starts `sluice run -c configFile`; resolves once it logged "sluice ready" (bounded). */
+  /**
+   * Starts `sluice run -c configFile`; resolves once it logged "sluice ready" (bounded).
+   * BENCH_DAEMON_NODE_ARGS adds node flags, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+   */
   static async start (configFile: string, timeoutMs: number): Promise<Daemon> {
-    const child = spawn(process.execPath, [fileURLToPath(DAEMON_SCRIPT), 'run', '-c', configFile], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const extra = (process.env.BENCH_DAEMON_NODE_ARGS ?? '').split(' ').filter((arg) => arg !== '')
+    const child = spawn(process.execPath, [...extra, fileURLToPath(DAEMON_SCRIPT), 'run', '-c', configFile], { stdio: ['ignore', 'pipe', 'inherit'] })
     const exited = new Promise<Exit>((resolve) => { child.once('exit', (code, signal) => { resolve({ code, signal }) }) })
     const stdout = child.stdout as Readable
     const lines: string[] = []
@@ -106,9 +110,17 @@ export class Daemon {
     return { ms: performance.now() - started }
   }
 
-  /** Kills it if it still runs (cleanup after a failed run). */
+  /**
+   * Ends it if it still runs: SIGTERM, then SIGKILL after 5 s (a clean exit writes the profiles
+   * that --cpu-prof or --heap-prof ask for).
+   */
   async kill (): Promise<void> {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL')
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      this.child.kill('SIGTERM')
+      const timer = setTimeout(() => { this.child.kill('SIGKILL') }, 5000)
+      await this.exited
+      clearTimeout(timer)
+    }
     await this.exited
   }
 }

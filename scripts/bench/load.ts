@@ -91,6 +91,62 @@ async function run ({ total, window, topic, payload }: RunParams): Promise<RunRe
   return { t0, tAcked: wallNow(), acked: total }
 }
 
+export interface PaceParams {
+  /** readings per second offered by all clients together */
+  rate: number
+  /** how long to offer them, ms */
+  durationMs: number
+}
+
+export interface PaceResult {
+  /** wall-clock ms of the first publish */
+  t0: number
+  sent: number
+  /** wall-clock ms of the last PUBACK */
+  tAcked: number
+}
+
+/** How often the paced load tops up its publishes: 200 ticks a second, so a tick carries few. */
+const PACE_TICK_MS = 5
+
+/**
+ * Offers `rate` readings a second, spread over the clients in turn, for `durationMs`, whatever
+ * the PUBACKs do (open loop: a slow gateway is offered the same load). Each payload carries its
+ * wall-clock send time as `"sent":<ms>`, so the upstream can time each reading's way through.
+ * Resolves once every publish is acknowledged.
+ */
+async function pace ({ rate, durationMs }: PaceParams): Promise<PaceResult> {
+  if (clients.length === 0) throw new Error('not connected')
+  const total = Math.round(rate * durationMs / 1000)
+  let sent = 0
+  let acked = 0
+  const t0 = wallNow()
+  return await new Promise<PaceResult>((resolve, reject) => {
+    const onAck = (err?: Error | null): void => {
+      if (err !== undefined && err !== null) { clearInterval(timer); reject(err); return }
+      acked++
+      if (acked === total) resolve({ t0, sent, tAcked: wallNow() })
+    }
+    const tick = (): void => {
+      const due = Math.min(total, Math.floor((wallNow() - t0) * rate / 1000) + 1)
+      while (sent < due) {
+        const i = sent % clients.length
+        const payload = stampedPayload(i, sent)
+        sent++
+        clients[i].publish(sensorTopic(i), payload, { qos: 1 }, onAck)
+      }
+      if (sent === total) clearInterval(timer)
+    }
+    const timer = setInterval(tick, PACE_TICK_MS)
+    tick()
+  })
+}
+
+/** A reading like readingPayload's, with its send time (wall-clock ms, 3 decimals). */
+function stampedPayload (sensor: number, n: number): Buffer {
+  return Buffer.from(`{"sensor":"s${sensor}","n":${n},"temp":21.5,"hum":40.25,"sent":${wallNow().toFixed(3)}}`)
+}
+
 async function closeAll (): Promise<void> {
   await Promise.all(clients.map(async (client) => { await client.endAsync(true).catch(() => {}) }))
   clients = []
@@ -99,5 +155,6 @@ async function closeAll (): Promise<void> {
 serve({
   connect: connectAll,
   run,
+  pace,
   close: closeAll
 })

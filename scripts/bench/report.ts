@@ -32,11 +32,13 @@ function gitCommit (): string | null {
 }
 
 function value (x: number, unit: string): string {
-  if (unit === 'msg/s') return Math.round(x).toLocaleString('en-US')
+  if (unit === 'msg/s' || unit === 'readings/s') return Math.round(x).toLocaleString('en-US')
   if (unit === 'ms') return x < 100 ? x.toFixed(1) : Math.round(x).toLocaleString('en-US')
   if (unit === 'MB') return x.toFixed(0)
   if (unit === 'MB/100k') return `${x >= 0 ? '+' : ''}${x.toFixed(2)}`
   if (unit === 'µs/msg') return x.toFixed(1)
+  if (unit === 'CPU-s') return x.toFixed(2)
+  if (unit === 'B') return x.toFixed(0)
   return x.toPrecision(3)
 }
 
@@ -88,12 +90,14 @@ export function formatTable (rows: Row[], repeats: number): string {
   return out.join('\n')
 }
 
-export async function writeResults (result: Record<string, unknown>, dir = 'bench-results'): Promise<string> {
+/** Writes the results under `dir` (and to `extra` when given); returns the file under `dir`. */
+export async function writeResults (extra: string | null, result: Record<string, unknown>, dir = 'bench-results'): Promise<string> {
   await mkdir(dir, { recursive: true })
   const stamp = new Date().toISOString().replace(/[:.]/g, '-')
   const file = join(dir, `bench-${stamp}.json`)
   const text = JSON.stringify(result, null, 2) + '\n'
   await writeFile(file, text)
   await writeFile(join(dir, 'latest.json'), text)
+  if (extra !== null) await writeFile(extra, text)
   return file
 }

@@ -23,6 +23,11 @@ export interface Sizes {
   readyBacklogs: number[]
   /** readings sent to the spawned daemon, upstream down, while its memory is read */
   backlogReadings: number
+  /** readings a second offered in the fixed-rate scenario, and for how long, ms */
+  rate: number
+  rateDurationMs: number
+  /** readings buffered with the upstream down, then drained, against the bridge */
+  peerBacklog: number
   /** longest any one wait may take before the run is failed, ms */
   timeoutMs: number
 }
