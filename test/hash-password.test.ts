@@ -3,7 +3,7 @@
  */
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { hashPassword, verifyPassword } from '../daemon/hash-password.js'
+import { hashPassword, verifyPassword } from '../adapters/password-hash.js'
 import { BIN } from './helpers/daemon.js'
 
 async function hashCli (input: string): Promise<{ code: number | null, stdout: string, stderr: string }> {
