@@ -167,10 +167,12 @@ export class PerKeyLogLimit {
     const now = this.clock()
     const at = this.last.get(key)
     if (at !== undefined && now - at < this.windowMs) return false
-    // A flood from many addresses cannot grow the map without bound: old entries go first.
+    // A flood from many addresses cannot grow the map without bound: the oldest entry goes (a Map
+    // keeps insertion order, and an entry is re-inserted whenever it logs).
+    this.last.delete(key)
     if (this.last.size >= 10_000) {
-      for (const [k, t] of this.last) if (now - t >= this.windowMs) this.last.delete(k)
-      if (this.last.size >= 10_000) this.last.clear()
+      const oldest = this.last.keys().next().value
+      if (oldest !== undefined) this.last.delete(oldest)
     }
     this.last.set(key, now)
     return true
