@@ -11,7 +11,7 @@
  * again against the policy in force, so a removed user's next publish is refused.
  */
 import { isIP } from 'node:net'
-import { ALLOW_ALL, compileAcl, DENY_ALL, resolveAcl, type AclInput, type ClientAcl, type CompiledAcl } from './broker-acl.js'
+import { ALLOW_ALL, compileAcl, DENY_ALL, mayPublish, resolveAcl, type AclInput, type ClientAcl, type CompiledAcl } from './broker-acl.js'
 import { verifyPassword } from './password-hash.js'
 
 export interface BrokerUser extends AclInput {
@@ -117,7 +117,21 @@ export class BrokerAccess {
     }
     session.acl = acl
     session.generation = this.generation
+    session.lastTopic = null
     return acl
+  }
+
+  /**
+   * Whether the client may publish to `topic`. A sensor publishes to the same few topics over and
+   * over: the answer for its last topic is kept, so most publishes cost one string comparison.
+   */
+  mayPublish (session: Session, topic: string): boolean {
+    const acl = this.aclFor(session)
+    if (session.lastTopic === topic) return session.lastAllowed
+    const allowed = mayPublish(acl, topic)
+    session.lastTopic = topic
+    session.lastAllowed = allowed
+    return allowed
   }
 }
 
@@ -127,10 +141,13 @@ export interface Session {
   readonly clientId: string
   acl: ClientAcl | null
   generation: number
+  /** the last topic published and whether it was allowed (under `generation`) */
+  lastTopic: string | null
+  lastAllowed: boolean
 }
 
 export function newSession (username: string | null, clientId: string): Session {
-  return { username, clientId, acl: null, generation: -1 }
+  return { username, clientId, acl: null, generation: -1, lastTopic: null, lastAllowed: false }
 }
 
 function compilePolicy (input: AccessPolicyInput): Policy {

@@ -4,7 +4,7 @@ import { Aedes, type AuthenticateError, type Client, type PublishPacket, type Su
 import type { Logger } from 'pino'
 import type { IngestAdapter, IngestAdapterEvents, ReadingSink, RefusalReason } from './contract.js'
 import { badTopicReason, forwardedTopics } from './topics.js'
-import { mayPublish, maySubscribe } from './broker-acl.js'
+import { maySubscribe } from './broker-acl.js'
 import { BrokerAccess, newSession, PerKeyLogLimit, type AccessPolicyInput, type Session } from './broker-auth.js'
 
 /** A refused CONNECT is logged at most this often per client address. */
@@ -132,8 +132,8 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
     // Publishes sluice makes itself (client null) are not sensor readings.
     if (client === null) return callback(null)
     // Checked before the reading is appended: a refused publish never reaches the buffer.
-    const acl = this.aclOf(client)
-    if (acl === null || !mayPublish(acl, packet.topic)) {
+    const session = this.sessions.get(client)
+    if (session === undefined || !this.access.mayPublish(session, packet.topic)) {
       return this.refuse(client, 'acl', `publish refused by the ACL: ${JSON.stringify(packet.topic)}`, callback)
     }
     const bad = badTopicReason(packet.topic)
