@@ -1,9 +1,14 @@
 import { EventEmitter } from 'node:events'
-import { createServer, type Server, type AddressInfo } from 'node:net'
-import { Aedes, type Client, type PublishPacket } from 'aedes'
+import { createServer, type Server, type AddressInfo, type Socket } from 'node:net'
+import { Aedes, type AuthenticateError, type Client, type PublishPacket, type Subscription } from 'aedes'
 import type { Logger } from 'pino'
 import type { IngestAdapter, IngestAdapterEvents, ReadingSink, RefusalReason } from './contract.js'
 import { badTopicReason, forwardedTopics } from './topics.js'
+import { maySubscribe } from './broker-acl.js'
+import { BrokerAccess, newSession, PerKeyLogLimit, type AccessPolicyInput, type Session } from './broker-auth.js'
+
+/** A refused CONNECT is logged at most this often per client address. */
+const AUTH_LOG_WINDOW_MS = 60_000
 
 export interface BrokerAdapterOptions {
   listen: { host: string, port: number }
@@ -12,6 +17,8 @@ export interface BrokerAdapterOptions {
   sink: ReadingSink
   logger: Logger
   clock?: () => number
+  /** users, ACLs and the anonymous policy; default: anonymous clients only, allowed everything */
+  access?: AccessPolicyInput
 }
 
 type Status = 'new' | 'opening' | 'open' | 'closing' | 'closed'
@@ -21,7 +28,7 @@ type Status = 'new' | 'opening' | 'open' | 'closing' | 'closed'
  *
  * aedes runs `authorizePublish` before it writes a QoS 1 PUBACK (lib/handlers/publish.js), so the
  * hook calls back only once the reading's group commit is on disk: PUBACK means durable
- * [SPEC 2.1]. Refusing a publish means calling back with an error, which closes that one client's
+ * (README "What sluice guarantees"). Refusing a publish means calling back with an error, which closes that one client's
  * connection: MQTT 3.1.1 has no negative PUBACK.
  */
 export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements IngestAdapter {
@@ -30,6 +37,9 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
   private readonly isForwarded: (topic: string) => boolean
   private readonly clock: () => number
   private readonly warned = new Set<string>()
+  private readonly access: BrokerAccess
+  private readonly sessions = new WeakMap<Client, Session>()
+  private readonly authLog: PerKeyLogLimit
   private aedes: Aedes | null = null
   private server: Server | null = null
   private status: Status = 'new'
@@ -40,13 +50,22 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
     this.options = options
     this.isForwarded = forwardedTopics(options.topics)
     this.clock = options.clock ?? Date.now
+    this.access = new BrokerAccess(options.access ?? { users: [], allowAnonymous: false, anonymous: {} })
+    this.authLog = new PerKeyLogLimit(AUTH_LOG_WINDOW_MS, this.clock)
+  }
+
+  /** New users and ACLs (SIGHUP): connected clients stay, and are checked against them from now on. */
+  setAccess (access: AccessPolicyInput): void {
+    this.access.update(access)
   }
 
   async start (): Promise<void> {
     if (this.status !== 'new') throw new Error(`the broker adapter cannot start when ${this.status}`)
     this.status = 'opening'
     const aedes = await Aedes.createBroker({
-      authorizePublish: (client, packet, callback) => { this.authorizePublish(client, packet, callback) }
+      authenticate: (client, username, password, done) => { this.authenticate(client, username ?? null, password ?? null, done) },
+      authorizePublish: (client, packet, callback) => { this.authorizePublish(client, packet, callback) },
+      authorizeSubscribe: (client, subscription, callback) => { this.authorizeSubscribe(client, subscription, callback) }
     })
     aedes.on('clientError', (client, err) => { this.warnOnce(client.id, 'client error, connection closed', err) })
     aedes.on('connectionError', (client, err) => { this.warnOnce(client?.id ?? null, 'connection error', err) })
@@ -74,9 +93,49 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
     return { listen: `${host}:${port}`, clients: this.aedes?.connectedClients ?? 0 }
   }
 
+  private authenticate (client: Client, username: string | null, password: Buffer | null, done: (error: AuthenticateError | null, success: boolean | null) => void): void {
+    const remoteAddress = (client.conn as Partial<Socket>).remoteAddress
+    this.access.authenticate({ username, password, certifiedUsername: null, remoteAddress }).then((outcome) => {
+      if (outcome.ok) {
+        this.sessions.set(client, newSession(outcome.username, client.id))
+        return done(null, true)
+      }
+      this.emit('refused', 'auth', client.id)
+      // One line per address per minute: a sensor with a stale password reconnects forever.
+      if (this.authLog.take(remoteAddress ?? '')) {
+        this.options.logger.warn({ address: remoteAddress, clientId: client.id, username, returnCode: outcome.returnCode }, `connection refused: ${outcome.why}`)
+      }
+      done(Object.assign(new Error(outcome.why), { returnCode: outcome.returnCode }), false)
+    }, (err: Error) => {
+      // Only a broken scrypt call gets here; refuse rather than let the client in.
+      this.options.logger.error({ err: err.message, clientId: client.id }, 'password check failed')
+      done(Object.assign(new Error('password check failed'), { returnCode: 3 as const }), false)
+    })
+  }
+
+  /** The client's ACL; a client that got past CONNECT without a session (none should) gets nothing. */
+  private aclOf (client: Client): ReturnType<BrokerAccess['aclFor']> | null {
+    const session = this.sessions.get(client)
+    return session === undefined ? null : this.access.aclFor(session)
+  }
+
+  private authorizeSubscribe (client: Client, subscription: Subscription, callback: (error: Error | null, subscription?: Subscription | null) => void): void {
+    const acl = this.aclOf(client)
+    if (acl !== null && maySubscribe(acl, subscription.topic)) return callback(null, subscription)
+    // A refused filter gets the SUBACK failure code 0x80 and the connection stays up [MQTT-3.9.3].
+    this.emit('refused', 'acl', client.id)
+    this.warnOnce(client.id, `subscription refused by the ACL: ${JSON.stringify(subscription.topic)}`)
+    callback(null, null)
+  }
+
   private authorizePublish (client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void): void {
     // Publishes sluice makes itself (client null) are not sensor readings.
     if (client === null) return callback(null)
+    // Checked before the reading is appended: a refused publish never reaches the buffer.
+    const session = this.sessions.get(client)
+    if (session === undefined || !this.access.mayPublish(session, packet.topic)) {
+      return this.refuse(client, 'acl', `publish refused by the ACL: ${JSON.stringify(packet.topic)}`, callback)
+    }
     const bad = badTopicReason(packet.topic)
     if (bad !== null) return this.refuse(client, 'bad-topic', `topic refused: ${bad}`, callback)
     if (!this.isForwarded(packet.topic)) return callback(null)

@@ -42,7 +42,12 @@ export interface IngestAdapterEvents {
   refused: [reason: RefusalReason, clientId: string | null]
 }
 
-export type RefusalReason = 'bad-topic' | 'buffer-unavailable' | 'malformed'
+/**
+ * Why a client, a publish or a subscription was refused: `auth` a CONNECT (bad user name or
+ * password, or anonymous where it is not allowed), `acl` a publish or subscription outside the
+ * client's ACL.
+ */
+export type RefusalReason = 'bad-topic' | 'buffer-unavailable' | 'malformed' | 'auth' | 'acl'
 
 /** Something that receives readings from sensors and puts them into a ReadingSink. */
 export interface IngestAdapter extends EventEmitter<IngestAdapterEvents> {

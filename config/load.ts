@@ -79,12 +79,15 @@ export async function readPasswordFile (file: string, keyPath = 'upstream.passwo
   return password
 }
 
-/** A copy that is safe to print or log: the upstream password replaced by "[redacted]". */
+/** A copy that is safe to print or log: passwords and password hashes replaced by "[redacted]". */
 export function redactConfig (config: SluiceConfig): SluiceConfig {
   const copy = structuredClone(config)
   if (copy.upstream.password !== undefined) copy.upstream.password = REDACTED
   for (const subscription of copy.ingest.subscribe) {
     if (subscription.password !== undefined) subscription.password = REDACTED
+  }
+  for (const user of copy.ingest.broker.users) {
+    if (user.passwordHash !== undefined) user.passwordHash = REDACTED
   }
   return deepFreeze(copy)
 }

@@ -86,18 +86,67 @@ const gateway = z
 
 // ------------------------------------------------------------------ ingest
 
+// -- broker users and ACLs
+const PASSWORD_HASH = /^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9_-]+\$[A-Za-z0-9_-]+$/
+const ACL_PLACEHOLDERS = ['username', 'clientid']
+
+/** A topic filter that may hold `{username}` and `{clientid}`. */
+function aclPattern () {
+  return topicFilter().superRefine((pattern, ctx) => {
+    const unknown = [...pattern.matchAll(/\{([^{}]*)\}/g)].map((m) => m[1]).filter((n) => !ACL_PLACEHOLDERS.includes(n))
+    if (unknown.length > 0) {
+      ctx.addIssue({ code: 'custom', message: `unknown placeholder ${unknown.map((n) => `{${n}}`).join(', ')} (allowed: {username}, {clientid}), got ${show(pattern)}` })
+    }
+  })
+}
+
+const aclRule = z.union([
+  aclPattern(),
+  z.strictObject({ allow: aclPattern() }),
+  z.strictObject({ deny: aclPattern() })
+], { error: (iss) => `expected a topic filter (allows it) or { deny: "filter" }, got ${show(iss.input)}` })
+
+function aclList (what: string) {
+  return z.array(aclRule).optional().describe(`Topic filters this client may ${what}, checked in order; the first that applies decides, and what none applies to is refused. A filter allows; { deny: "filter" } refuses. {username} and {clientid} are filled in per client ("sensors/{username}/#"). Omitted: everything; []: nothing.`)
+}
+
 const brokerUser = z.strictObject({
   username: z.string().min(1).describe('The user name a sensor connects with.'),
-  passwordHash: z.string().min(1).describe('The password hash printed by `sluice hash-password` ("scrypt$...").'),
-  publish: z.array(topicFilter()).optional().describe('Topic filters this user may publish to, e.g. "sensors/sensor1/#".')
+  passwordHash: z
+    .string()
+    .regex(PASSWORD_HASH, { error: (iss) => `expected a hash printed by \`sluice hash-password\` ("scrypt$16384$8$1$..."), got ${show(iss.input)}` })
+    .optional()
+    .describe('The password hash printed by `sluice hash-password` ("scrypt$..."). May come from passwordFile instead.'),
+  publish: aclList('publish to'),
+  subscribe: aclList('subscribe to')
 })
+// -- end broker users and ACLs
 
 const broker = section(
   {
     enabled: z.boolean().default(true).describe('Run the embedded MQTT broker that sensors connect to.'),
     listen: listen()
       .prefault('127.0.0.1:1883')
-      .describe('Address and TCP port the embedded broker listens on, "host:port" ("[::1]:1883" for IPv6; port 0 picks a free port). Without broker users only a loopback address is allowed.')
+      .describe('Address and TCP port the embedded broker listens on, "host:port" ("[::1]:1883" for IPv6; port 0 picks a free port). Without broker users (or passwordFile, or allowAnonymous: true) only a loopback address is allowed.'),
+    // -- broker users and ACLs
+    users: z
+      .array(brokerUser)
+      .default(() => [])
+      .describe('The users sensors connect as, each with a password hash (from `sluice hash-password`) and the topics it may publish and subscribe to. Applied live on SIGHUP.'),
+    passwordFile: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('Path of a file of "username:hash" lines (like mosquitto\'s password file; "#" starts a comment), for hashes kept out of this file. A user listed only there may publish and subscribe to everything; a users entry of the same name (without passwordHash) gives it an ACL. Re-read on SIGHUP.'),
+    allowAnonymous: z
+      .boolean()
+      .default(false)
+      .describe('Accept clients without a user name from other machines too. Anonymous clients are always accepted on loopback.'),
+    anonymous: z
+      .strictObject({ publish: aclList('publish to'), subscribe: aclList('subscribe to') })
+      .default(() => ({}))
+      .describe('The ACL of clients that connect without a user name. Default: everything.')
+    // -- end broker users and ACLs
   },
   {
     tls: later(
@@ -109,21 +158,26 @@ const broker = section(
       'broker TLS',
       'A TLS listener for sensors, next to the plain one.'
     ),
-    allowAnonymous: later(z.boolean(), 'broker authentication', 'Accept sensors without a user name on non-loopback listeners too. Anonymous clients are always accepted on loopback.'),
-    users: later(z.array(brokerUser), 'broker authentication', 'The sensors allowed to connect, each with a password hash and the topics it may publish to.'),
     maxPayload: later(size(), 'broker limits', 'Largest payload a sensor may publish, in bytes or with a unit ("64KiB").'),
     maxClients: later(integer(1), 'broker limits', 'Most sensors connected at once.')
   },
   (value, ctx) => {
-    // The broker has no authentication yet: on any other interface, anyone on the network could
-    // publish readings that get forwarded upstream under this gateway's name.
-    const hasUsers = Array.isArray(value.users) && value.users.length > 0
-    if (hasUsers || value.allowAnonymous === true) return
+    // Safe by default, like mosquitto 2.0: on any other interface, anyone on the network could
+    // publish readings that go upstream under this gateway's name.
+    const users = Array.isArray(value.users) ? value.users : []
+    const seen = new Set<string>()
+    users.forEach((user, i) => {
+      const name = isRecord(user) ? user.username : undefined
+      if (typeof name !== 'string') return
+      if (seen.has(name)) ctx.addIssue({ code: 'custom', path: ['users', i, 'username'], message: `user "${name}" is listed twice` })
+      seen.add(name)
+    })
+    if (users.length > 0 || value.passwordFile !== undefined || value.allowAnonymous === true) return
     if (isListenAddress(value.listen) && !isLoopback(value.listen.host)) {
       ctx.addIssue({
         code: 'custom',
         path: ['listen'],
-        message: `without broker users the embedded broker may only listen on a loopback address (127.0.0.0/8, ::1, localhost), or anyone on the network could publish; got "${formatListen(value.listen)}" (broker users are not supported yet)`
+        message: `"${formatListen(value.listen)}" is not a loopback address and the broker has no users: anyone on the network could publish readings. Add ingest.broker.users (hashes from \`sluice hash-password\`) or ingest.broker.passwordFile, or set ingest.broker.allowAnonymous: true to accept anyone`
       })
     }
   }

@@ -66,8 +66,8 @@ export async function main (argv: string[], proc: ProcessLike): Promise<number> 
         return await statusCommand({ admin: values.admin, config: values.config, defaultConfig: DEFAULT_CONFIG, out: proc.stdout, err: proc.stderr })
       }
       case 'hash-password': {
-        const { hashPassword, readPassword } = await import('./hash-password.js')
-        const password = await readPassword(proc.stdin ?? process.stdin)
+        const { hashPassword, readPassword } = await import('../adapters/password-hash.js')
+        const password = await readPassword(proc.stdin ?? process.stdin, proc.stderr)
         if (password === '') throw new UsageError('hash-password: no password on stdin (try: sluice hash-password < file)')
         proc.stdout.write(`${await hashPassword(password)}\n`)
         return 0

@@ -16,6 +16,8 @@ import { cborBatch } from '../adapters/formats/cbor-batch.js'
 import type { UpstreamTls } from '../adapters/upstream-mqtt.js'
 import { type DeadLetter, DeadLetterStore } from '../buffer/dead-letters.js'
 import { loadUpstreamTls } from './upstream-tls.js'
+import { loadBrokerUsers } from './broker-users.js'
+import type { AccessPolicyInput } from '../adapters/broker-auth.js'
 import { readBootId } from './boot.js'
 // -- observability (issue 5): admin endpoint, metrics, health readings
 import { SystemAdapter, diskSpace as volumeSpace, type DiskSpace } from '../adapters/system.js'
@@ -99,13 +101,13 @@ export class Gateway {
   private readonly ingested: Record<string, number> = {}
   private system: SystemAdapter | null = null
   private admin: AdminServer | null = null
-  private readonly refused: Record<RefusalReason, number> = { 'bad-topic': 0, 'buffer-unavailable': 0, malformed: 0 }
+  private readonly refused: Record<RefusalReason, number> = { 'bad-topic': 0, 'buffer-unavailable': 0, malformed: 0, auth: 0, acl: 0 }
   /** what was done about a damaged buffer since start, at open or while running (issue 3), oldest first */
   readonly recoveries: Array<RecoveryReport & { at: number }> = []
   private _status: GatewayStatus = 'opening'
   private closing: Promise<void> | null = null
 
-  private constructor (context: GatewayContext, log: DurableLog, upstream: UpstreamParts) {
+  private constructor (context: GatewayContext, log: DurableLog, upstream: UpstreamParts, brokerAccess: AccessPolicyInput) {
     const { config, logger } = context
     this.context = context
     this.log = log
@@ -140,7 +142,8 @@ export class Gateway {
         topics: config.ingest.topics,
         sink: this.sinkFor('broker'),
         logger: logger.child({ part: 'broker' }),
-        clock: context.clock
+        clock: context.clock,
+        access: brokerAccess
       })
       : null
     this.ingest = this.broker === null ? [] : [this.broker]
@@ -217,6 +220,8 @@ export class Gateway {
     const bootId = context.bootId ?? await readBootId()
     // Read before the buffer opens: a bad certificate path is a config error, nothing to clean up.
     const tls = await loadUpstreamTls(config.upstream)
+    const brokerAccess = await loadBrokerUsers(config.ingest.broker)
+    if (config.ingest.broker.enabled) warnAboutAccess(logger, config.ingest.broker, brokerAccess)
     const log = await DurableLog.open({
       path: config.buffer.path,
       sync: config.buffer.sync,
@@ -250,7 +255,7 @@ export class Gateway {
       await log.close()
       throw err
     }
-    const gateway = new Gateway(context, log, { tls, deadLetters })
+    const gateway = new Gateway(context, log, { tls, deadLetters }, brokerAccess)
     try {
       gateway.forwarder.start()
       gateway.upstream.start()
@@ -414,6 +419,18 @@ export class Gateway {
     await old?.close()
   }
 
+  /**
+   * SIGHUP: the broker's users, ACLs, anonymous policy and password file, applied live. Connected
+   * clients stay connected; each is checked against the new ACL from its next packet on. Throws a
+   * ConfigError (and changes nothing) when the password file is unreadable or malformed.
+   */
+  async setBrokerUsers (broker: SluiceConfig['ingest']['broker']): Promise<void> {
+    const access = await loadBrokerUsers(broker)
+    if (this._status !== 'open' || this.broker === null) return
+    warnAboutAccess(this.context.logger, broker, access)
+    this.broker.setAccess(access)
+  }
+
   /** health.enabled / health.interval changed (SIGHUP). */
   async setHealth (health: { enabled: boolean, interval: number }): Promise<void> {
     if (this._status !== 'open') return
@@ -455,6 +472,17 @@ export class Gateway {
     await this.admin?.close()
     this._status = 'closed'
     logger.info({ lastSeq: this.log.lastSeq, acknowledged: this.forwarder.acknowledged }, 'sluice stopped')
+  }
+}
+
+/** Says what an operator may not expect of the broker's access rules. */
+function warnAboutAccess (logger: Logger, broker: SluiceConfig['ingest']['broker'], access: AccessPolicyInput): void {
+  if (broker.allowAnonymous) {
+    logger.warn({ listen: formatListen(broker.listen) }, 'ingest.broker.allowAnonymous is true: clients without a user name are accepted from any address')
+  }
+  const noHash = access.users.filter((user) => user.passwordHash === undefined).map((user) => user.username)
+  if (noHash.length > 0) {
+    logger.warn({ users: noHash }, 'broker users without a password hash (neither passwordHash nor a passwordFile line) can only connect with a client certificate')
   }
 }
 

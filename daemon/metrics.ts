@@ -97,7 +97,7 @@ export class GatewayMetrics {
       info: gauge('sluice_info', 'Always 1; the labels name this gateway, its buffer epoch and the sluice version.', ['gateway', 'epoch', 'version']),
       ready: gauge('sluice_ready', '1 when the gateway accepts readings (what /readyz answers), else 0.'),
       ingested: counter('sluice_ingested_readings_total', 'Readings written to the buffer (each given a seq), by ingest adapter.', ['adapter']),
-      refused: counter('sluice_refused_total', 'Publishes refused at ingest (the client\'s connection closed), by reason.', ['reason']),
+      refused: counter('sluice_refused_total', 'Clients, publishes and subscriptions refused at ingest, by reason: a refused publish closes the client\'s connection; auth is a refused CONNECT, acl a publish (connection closed) or subscription (SUBACK 0x80) outside the client\'s ACL.', ['reason']),
       dropped: counter('sluice_dropped_readings_total', 'Buffered readings dropped without reaching the upstream, by reason; each drop is announced upstream by a gap event.', ['reason']),
       published: counter('sluice_upstream_published_messages_total', 'Messages published upstream, first sends and resends.'),
       acknowledged: counter('sluice_upstream_acknowledged_readings_total', 'Readings the upstream acknowledged (PUBACK) and the buffer then removed.'),

@@ -5,6 +5,8 @@ import { ConfigError, formatListen, loadConfig, type SluiceConfig } from '../con
 export interface LiveTarget {
   setHealth: (health: SluiceConfig['health']) => Promise<void>
   setAdmin: (admin: SluiceConfig['admin']) => Promise<void>
+  /** the embedded broker's users, ACLs and password file */
+  setBrokerUsers: (broker: SluiceConfig['ingest']['broker']) => Promise<void>
   /** where the admin endpoint listens; null when it does not */
   adminAddress: () => { host: string, port: number } | null
 }
@@ -12,6 +14,7 @@ export interface LiveTarget {
 type LiveAction = (c: SluiceConfig, target: LiveTarget) => Promise<void>
 const health: LiveAction = async (c, target) => { await target.setHealth(c.health) }
 const admin: LiveAction = async (c, target) => { await target.setAdmin(c.admin) }
+const brokerUsers: LiveAction = async (c, target) => { await target.setBrokerUsers(c.ingest.broker) }
 
 /**
  * The keys SIGHUP applies live, and how. Everything else (the buffer, the upstream connection,
@@ -25,7 +28,13 @@ const LIVE: Record<string, LiveAction> = {
   'health.enabled': health,
   'health.interval': health,
   'admin.enabled': admin,
-  'admin.listen': admin
+  'admin.listen': admin,
+  // Users and ACLs: connected sensors stay connected (see Gateway.setBrokerUsers).
+  'ingest.broker.users': brokerUsers,
+  'ingest.broker.passwordFile': brokerUsers,
+  'ingest.broker.allowAnonymous': brokerUsers,
+  'ingest.broker.anonymous.publish': brokerUsers,
+  'ingest.broker.anonymous.subscribe': brokerUsers
 }
 
 /** Keys whose values never go into a log line, not even in a diff. */
@@ -104,7 +113,7 @@ export class Reloader {
         outcome.applied.push(`${key} ${show(key, valueAt(running, key))} -> ${show(key, valueAt(next, key))}`)
         effective = withValue(effective, key, valueAt(next, key))
       } catch (err) {
-        outcome.failed.push(`${key}: ${(err as Error).message}`)
+        outcome.failed.push(`${key}: ${errorText(err)}`)
       }
     }
     // An admin endpoint that could not listen (port taken at start) is retried on every SIGHUP.
@@ -117,6 +126,15 @@ export class Reloader {
         outcome.failed.push(`admin.listen: ${(err as Error).message}`)
       }
     }
+    // The password file's lines can change while its path does not: it is re-read on every SIGHUP.
+    if (next.ingest.broker.passwordFile !== undefined && !done.has(brokerUsers)) {
+      try {
+        await brokerUsers(next, target)
+        outcome.applied.push(`ingest.broker.passwordFile ${next.ingest.broker.passwordFile} (re-read)`)
+      } catch (err) {
+        outcome.failed.push(`ingest.broker.passwordFile: ${errorText(err)}`)
+      }
+    }
     this.running = effective
     // What did not apply is worth a warning: the operator expected it to.
     const level = outcome.needsRestart.length > 0 || outcome.failed.length > 0 ? 'warn' : 'info'
@@ -124,6 +142,11 @@ export class Reloader {
     if (changed.includes('log.level')) logger.level = next.log.level as LevelWithSilent
     return outcome
   }
+}
+
+/** A ConfigError (a bad password file) says what is wrong in its issues, not its message. */
+function errorText (err: unknown): string {
+  return err instanceof ConfigError ? err.errors.map((e) => e.message).join('; ') : (err as Error).message
 }
 
 function oneLine (o: ReloadOutcome): string {
@@ -170,6 +193,8 @@ function withValue (config: SluiceConfig, path: string, value: unknown): SluiceC
 function show (key: string, value: unknown): string {
   if (SECRET.test(key)) return '[redacted]'
   if (value === undefined) return '(unset)'
+  // Users by name only: their password hashes stay out of the log.
+  if (key.endsWith('.users') && Array.isArray(value)) return `[${value.map((u) => String((u as { username?: unknown }).username)).join(', ')}]`
   if (typeof value === 'object' && value !== null && 'host' in value && 'port' in value) {
     return formatListen(value as { host: string, port: number })
   }

@@ -3,7 +3,7 @@
  */
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { hashPassword, verifyPassword } from '../daemon/hash-password.js'
+import { hashPassword, verifyPassword } from '../adapters/password-hash.js'
 import { BIN } from './helpers/daemon.js'
 
 async function hashCli (input: string): Promise<{ code: number | null, stdout: string, stderr: string }> {
@@ -39,4 +39,25 @@ t.test('sluice hash-password reads stdin and prints the hash', async (t) => {
   const empty = await hashCli('')
   t.equal(empty.code, 2)
   t.match(empty.stderr, /no password on stdin/)
+})
+
+t.test('on a terminal the password is not echoed', async (t) => {
+  // script(1) runs the command on a pseudo-terminal: what the terminal would echo shows in its output.
+  const child = spawn('script', ['-qfc', `${process.execPath} ${BIN} hash-password`, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] })
+  let out = ''
+  const prompted = new Promise<void>((resolve) => {
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString()
+      if (out.includes('Password: ')) resolve()
+    })
+  })
+  const closed = new Promise<number | null>((resolve) => child.on('close', resolve))
+  t.teardown(() => { child.kill('SIGKILL') })
+  await prompted
+  child.stdin.write('typed secret\r')
+  child.stdin.end()
+  t.equal(await closed, 0)
+  t.notMatch(out, /typed secret/, 'the password never appears on the terminal')
+  const hash = /scrypt\$\S+/.exec(out)?.[0] ?? ''
+  t.equal(await verifyPassword('typed secret', hash), true, 'the hash on the terminal verifies')
 })

@@ -25,6 +25,22 @@ export interface SluiceSetup {
   sync: 'always' | 'interval'
   upstreamUrl: string
   inflight: number
+  /** broker users s0, s1, ... (password BENCH_PASSWORD), each with this many ACL patterns */
+  users?: { count: number, patternsPerUser: number }
+}
+
+/** The password of every bench broker user (one scrypt hash, made once per host). */
+export const BENCH_PASSWORD = 'bench-sensor'
+
+/**
+ * A user's ACL for the bench: `patterns` publish rules, the one that matches the user's sensor
+ * topic last (a deny and literal topics before it), so every publish walks the whole list.
+ */
+export function benchAcl (patterns: number): Array<string | { deny: string }> {
+  const rules: Array<string | { deny: string }> = [{ deny: 'sensors/{username}/config/#' }]
+  for (let i = 1; i < patterns - 1; i++) rules.push(`cmd/{username}/k${i}/+`)
+  rules.push('sensors/{username}/#')
+  return rules
 }
 
 export interface MemorySample {

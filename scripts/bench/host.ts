@@ -11,16 +11,21 @@ import { DurableLog } from '../../buffer/index.js'
 import { validateConfig } from '../../config/index.js'
 import { BareBroker } from './bare.js'
 import { serve, wallNow } from './ipc.js'
-import { BOOT_ID, readingPayload, sensorTopic, type MemorySample, type SluiceSetup } from './common.js'
+import { BENCH_PASSWORD, BOOT_ID, benchAcl, readingPayload, sensorTopic, type MemorySample, type SluiceSetup } from './common.js'
+import { hashPassword } from '../../adapters/password-hash.js'
 
 let gateway: Gateway | null = null
 let bare: BareBroker | null = null
 let sampler: { timer: NodeJS.Timeout, samples: MemorySample[] } | null = null
 
-function sluiceConfig (setup: SluiceSetup): ReturnType<typeof validateConfig> {
+async function sluiceConfig (setup: SluiceSetup): Promise<ReturnType<typeof validateConfig>> {
+  const hash = setup.users === undefined ? '' : await hashPassword(BENCH_PASSWORD)
+  const users = setup.users === undefined
+    ? []
+    : Array.from({ length: setup.users.count }, (_, i) => ({ username: `s${i}`, passwordHash: hash, publish: benchAcl(setup.users?.patternsPerUser ?? 1) }))
   return validateConfig({
     gateway: { id: 'bench' },
-    ingest: { broker: { listen: '127.0.0.1:0' } },
+    ingest: { broker: { listen: '127.0.0.1:0', users } },
     buffer: { path: setup.dir, sync: setup.sync, syncInterval: '1s' },
     upstream: { url: setup.upstreamUrl, inflight: setup.inflight, backoff: { min: '200ms', max: '1s' } },
     admin: { listen: '127.0.0.1:0' },
@@ -29,7 +34,7 @@ function sluiceConfig (setup: SluiceSetup): ReturnType<typeof validateConfig> {
 }
 
 async function startGateway (setup: SluiceSetup): Promise<{ gateway: Gateway, startMs: number, t0: number }> {
-  const config = sluiceConfig(setup)
+  const config = await sluiceConfig(setup)
   const t0 = wallNow()
   const started = performance.now()
   const gw = await Gateway.start({ config, logger: createLogger('silent'), bootId: BOOT_ID })

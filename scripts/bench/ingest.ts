@@ -12,11 +12,15 @@
  * store-in-memory design like a mosquitto bridge, whose queue holds the backlog.
  */
 import type { RunResult } from './load.js'
-import { UPSTREAM_PREFIX, closedPort, type MemorySample } from './common.js'
+import { BENCH_PASSWORD, UPSTREAM_PREFIX, closedPort, type MemorySample } from './common.js'
 import { fmtRate, makeRow, progress, rate, scoped, type ScenarioResult, type Sizes } from './runner.js'
 import { slope } from './stats.js'
 
-type System = 'sluice-interval' | 'sluice-always' | 'bare' | 'bare-forwarder-down'
+type System = 'sluice-interval' | 'sluice-always' | 'sluice-acl' | 'bare' | 'bare-forwarder-down'
+
+/** The ACL scenario: this many broker users, each with this many publish patterns. */
+const ACL_USERS = 100
+const ACL_PATTERNS = 20
 
 interface IngestRun {
   system: System
@@ -55,10 +59,11 @@ async function runOnce (system: System, repeat: number, sizes: Sizes): Promise<I
       const forwardTo = system === 'bare' ? null : downUrl
       port = (await host.call<{ port: number }>('startBare', { forwardTo, topicPrefix: UPSTREAM_PREFIX, waitUpstream: false })).port
     } else {
-      const sync = system === 'sluice-interval' ? 'interval' : 'always'
-      port = (await host.call<{ port: number }>('startSluice', { dir, sync, upstreamUrl: downUrl, inflight: sizes.forwarderInflight })).port
+      const sync = system === 'sluice-always' ? 'always' : 'interval'
+      const users = system === 'sluice-acl' ? { count: ACL_USERS, patternsPerUser: ACL_PATTERNS } : undefined
+      port = (await host.call<{ port: number }>('startSluice', { dir, sync, upstreamUrl: downUrl, inflight: sizes.forwarderInflight, users }, sizes.timeoutMs)).port
     }
-    await load.call('connect', { port, clients: sizes.publishers })
+    await load.call('connect', { port, clients: sizes.publishers, password: system === 'sluice-acl' ? BENCH_PASSWORD : undefined })
 
     await load.call('run', { total: sizes.ingestWarmup, window: sizes.window }, sizes.timeoutMs)
     await host.call('waitReadings', { n: sizes.ingestWarmup, timeoutMs: 10_000 })
@@ -102,7 +107,7 @@ async function runOnce (system: System, repeat: number, sizes: Sizes): Promise<I
 export async function ingestAndMemory (sizes: Sizes): Promise<ScenarioResult> {
   const runs: IngestRun[] = []
   for (let repeat = 0; repeat < sizes.repeats; repeat++) {
-    for (const system of ['sluice-interval', 'bare', 'sluice-always', 'bare-forwarder-down'] as const) {
+    for (const system of ['sluice-interval', 'bare', 'sluice-always', 'bare-forwarder-down', 'sluice-acl'] as const) {
       runs.push(await runOnce(system, repeat, sizes))
     }
   }
@@ -116,7 +121,10 @@ export async function ingestAndMemory (sizes: Sizes): Promise<ScenarioResult> {
     rows: [
       makeRow({ section: '2. ingest', name: `PUBACK rate, upstream down, sync interval (${n})`, unit: 'msg/s', better: 'higher', baselineName: ingestBaseline, sluiceRuns: rates('sluice-interval'), baselineRuns: rates('bare') }),
       makeRow({ section: '2. ingest', name: `PUBACK rate, upstream down, sync always (${n})`, unit: 'msg/s', better: 'higher', baselineName: ingestBaseline, sluiceRuns: rates('sluice-always'), baselineRuns: rates('bare') }),
+      makeRow({ section: '2. ingest', name: `PUBACK rate with ${ACL_USERS} broker users x ${ACL_PATTERNS} ACL patterns, sync interval (${n})`, unit: 'msg/s', better: 'higher', baselineName: 'the same with no users configured', sluiceRuns: rates('sluice-acl'), baselineRuns: rates('sluice-interval') }),
       makeRow({ section: '2. ingest', name: 'CPU per reading of the gateway process, sync interval', unit: 'µs/msg', better: 'lower', baselineName: ingestBaseline, sluiceRuns: of('sluice-interval').map((r) => r.hostCpuPerMessage), baselineRuns: of('bare').map((r) => r.hostCpuPerMessage) }),
+      // On a shared machine the rates swing with other load; CPU per reading does not.
+      makeRow({ section: '2. ingest', name: `CPU per reading with ${ACL_USERS} users x ${ACL_PATTERNS} ACL patterns, sync interval`, unit: 'µs/msg', better: 'lower', baselineName: 'the same with no users configured', sluiceRuns: of('sluice-acl').map((r) => r.hostCpuPerMessage), baselineRuns: of('sluice-interval').map((r) => r.hostCpuPerMessage) }),
       makeRow({ section: '5. memory', name: `RSS growth per 100k buffered (after GC, ${n})`, unit: 'MB/100k', better: 'lower', baselineName: memoryBaseline, sluiceRuns: mb('sluice-interval', (m) => m.rssGrowthPer100k), baselineRuns: mb('bare-forwarder-down', (m) => m.rssGrowthPer100k) }),
       makeRow({ section: '5. memory', name: 'heap growth per 100k buffered (after GC)', unit: 'MB/100k', better: 'lower', baselineName: memoryBaseline, sluiceRuns: mb('sluice-interval', (m) => m.heapGrowthPer100k), baselineRuns: mb('bare-forwarder-down', (m) => m.heapGrowthPer100k) }),
       makeRow({ section: '5. memory', name: 'peak RSS while buffering', unit: 'MB', better: 'lower', baselineName: memoryBaseline, sluiceRuns: mb('sluice-interval', (m) => m.peakRss), baselineRuns: mb('bare-forwarder-down', (m) => m.peakRss) })

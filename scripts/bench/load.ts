@@ -13,6 +13,8 @@ let clients: MqttClient[] = []
 export interface ConnectParams {
   port: number
   clients: number
+  /** connect client i as broker user `s{i}` with this password */
+  password?: string
 }
 
 export interface RunParams {
@@ -32,7 +34,7 @@ export interface RunResult {
   acked: number
 }
 
-async function connectAll ({ port, clients: count }: ConnectParams): Promise<void> {
+async function connectAll ({ port, clients: count, password }: ConnectParams): Promise<void> {
   await closeAll()
   clients = await Promise.all(Array.from({ length: count }, async (_, i) => {
     const client = mqtt.connect(`mqtt://127.0.0.1:${port}`, {
@@ -40,7 +42,8 @@ async function connectAll ({ port, clients: count }: ConnectParams): Promise<voi
       protocolVersion: 4,
       clean: true,
       reconnectPeriod: 0,
-      connectTimeout: 10_000
+      connectTimeout: 10_000,
+      ...(password === undefined ? {} : { username: `s${i}`, password })
     })
     await new Promise<void>((resolve, reject) => {
       client.once('connect', () => { resolve() })

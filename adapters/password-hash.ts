@@ -1,8 +1,9 @@
 import { randomBytes, scrypt as scryptCallback, timingSafeEqual, type ScryptOptions } from 'node:crypto'
 
 /**
- * `sluice hash-password` and the check a broker user's password will get: scrypt (RFC 7914),
- * stored as `scrypt$N$r$p$salt$key` with salt and key in base64url.
+ * `sluice hash-password` and the check a broker user's password gets: scrypt (RFC 7914, memory-hard),
+ * stored self-describing as `scrypt$N$r$p$salt$key` with salt and key in base64url, so the cost
+ * can be raised later without invalidating hashes already in configs. Compared in constant time.
  *
  * N = 2^14, r = 8 takes 16 MiB and a few tens of milliseconds per check on a Raspberry Pi 4:
  * paid once per sensor CONNECT, not per reading.
@@ -39,12 +40,48 @@ export async function verifyPassword (password: string, hash: string): Promise<b
   return timingSafeEqual(key, expected)
 }
 
-/** Reads the password from `input` (its first line; a trailing CR/LF is not part of it). */
-export async function readPassword (input: NodeJS.ReadableStream): Promise<string> {
+/**
+ * Reads the password from `input` (its first line; a trailing CR/LF is not part of it). On a
+ * terminal the password is not echoed: the terminal goes to raw mode while it is typed, and a
+ * prompt goes to `prompt` (stderr, so the hash alone is on stdout).
+ */
+export async function readPassword (input: NodeJS.ReadableStream, prompt?: NodeJS.WritableStream): Promise<string> {
+  const tty = input as NodeJS.ReadableStream & { isTTY?: boolean, setRawMode?: (raw: boolean) => unknown }
+  if (tty.isTTY === true && typeof tty.setRawMode === 'function') return await readHidden(tty as NodeJS.ReadStream, prompt)
   let text = ''
   for await (const chunk of input) {
     text += String(chunk)
     if (text.includes('\n')) break
   }
   return text.split(/\r?\n/)[0]
+}
+
+async function readHidden (input: NodeJS.ReadStream, prompt: NodeJS.WritableStream | undefined): Promise<string> {
+  prompt?.write('Password: ')
+  input.setRawMode(true)
+  input.setEncoding('utf8')
+  try {
+    return await new Promise<string>((resolve, reject) => {
+      let text = ''
+      const onData = (chunk: string): void => {
+        for (const ch of chunk) {
+          if (ch === '\r' || ch === '\n' || ch === '\u0004') return done(null)
+          if (ch === '\u0003') return done(new Error('cancelled'))
+          if (ch === '\u007f' || ch === '\b') text = text.slice(0, -1)
+          else text += ch
+        }
+      }
+      const done = (err: Error | null): void => {
+        input.off('data', onData)
+        input.pause()
+        if (err === null) resolve(text)
+        else reject(err)
+      }
+      input.on('data', onData)
+      input.resume()
+    })
+  } finally {
+    input.setRawMode(false)
+    prompt?.write('\n')
+  }
 }
