@@ -92,38 +92,64 @@ const brokerUser = z.strictObject({
   publish: z.array(topicFilter()).optional().describe('Topic filters this user may publish to, e.g. "sensors/sensor1/#".')
 })
 
+// -- broker TLS: a second listener for sensors, TLS with optional client certificates
+const brokerTls = section(
+  {
+    listen: listen().describe('Address and TCP port of the TLS listener, "host:port" (8883 is MQTT over TLS); port 0 picks a free port. Without broker users only a loopback address is allowed.'),
+    cert: z.string().min(1).describe('Path of the PEM server certificate (chain: the certificate first, then its intermediates). Read at start and again on every SIGHUP.'),
+    key: z.string().min(1).describe('Path of the PEM private key of the certificate. Read at start and again on every SIGHUP.'),
+    ca: z.string().min(1).optional().describe('Path of the PEM CA certificate(s) that sign client certificates. Read at start and again on every SIGHUP. Needed by requireClientCert.'),
+    requireClientCert: z.boolean().default(false).describe('Refuse, during the TLS handshake, every client without a certificate signed by ca.'),
+    useIdentityAsUsername: z.boolean().default(false).describe('Take the subject CN of the client certificate as the sensor\'s user name, like mosquitto\'s use_identity_as_username. Needs requireClientCert.')
+  },
+  {},
+  (value, ctx) => {
+    if (value.requireClientCert === true && value.ca === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['ca'], message: 'requireClientCert needs ca: the CA certificate(s) that sign the sensors\' certificates' })
+    }
+    if (value.useIdentityAsUsername === true && value.requireClientCert !== true) {
+      ctx.addIssue({ code: 'custom', path: ['useIdentityAsUsername'], message: 'needs requireClientCert: true (the identity comes from a verified client certificate)' })
+    }
+  }
+)
+// -- end broker TLS
+
 const broker = section(
   {
     enabled: z.boolean().default(true).describe('Run the embedded MQTT broker that sensors connect to.'),
     listen: listen()
+      .nullable()
       .prefault('127.0.0.1:1883')
-      .describe('Address and TCP port the embedded broker listens on, "host:port" ("[::1]:1883" for IPv6; port 0 picks a free port). Without broker users only a loopback address is allowed.')
+      .describe('Address and TCP port of the plain (unencrypted) listener of the embedded broker, "host:port" ("[::1]:1883" for IPv6; port 0 picks a free port); null: no plain listener, sensors connect over tls only. Without broker users only a loopback address is allowed.'),
+    tls: brokerTls.optional().describe('A TLS listener for sensors, beside the plain one (or instead of it, with listen: null).')
   },
   {
-    tls: later(
-      z.strictObject({
-        listen: listen().describe('Address and TCP port of the TLS listener, "host:port".'),
-        cert: z.string().min(1).describe('Path of the PEM certificate (chain).'),
-        key: z.string().min(1).describe('Path of the PEM private key.')
-      }),
-      'broker TLS',
-      'A TLS listener for sensors, next to the plain one.'
-    ),
     allowAnonymous: later(z.boolean(), 'broker authentication', 'Accept sensors without a user name on non-loopback listeners too. Anonymous clients are always accepted on loopback.'),
     users: later(z.array(brokerUser), 'broker authentication', 'The sensors allowed to connect, each with a password hash and the topics it may publish to.'),
     maxPayload: later(size(), 'broker limits', 'Largest payload a sensor may publish, in bytes or with a unit ("64KiB").'),
     maxClients: later(integer(1), 'broker limits', 'Most sensors connected at once.')
   },
   (value, ctx) => {
+    const tls = isRecord(value.tls) ? value.tls : undefined
+    if (value.listen === null && tls === undefined && value.enabled !== false) {
+      ctx.addIssue({ code: 'custom', path: ['listen'], message: 'the embedded broker needs a listener: a listen address, a tls listener, or enabled: false' })
+    }
+    if (isListenAddress(value.listen) && isListenAddress(tls?.listen) && value.listen.port !== 0 &&
+      value.listen.port === tls.listen.port && value.listen.host === tls.listen.host) {
+      ctx.addIssue({ code: 'custom', path: ['tls', 'listen'], message: `the plain listener already uses "${formatListen(value.listen)}"` })
+    }
     // The broker has no authentication yet: on any other interface, anyone on the network could
-    // publish readings that get forwarded upstream under this gateway's name.
+    // publish readings that get forwarded upstream under this gateway's name. TLS encrypts, it
+    // does not say who may publish.
     const hasUsers = Array.isArray(value.users) && value.users.length > 0
     if (hasUsers || value.allowAnonymous === true) return
-    if (isListenAddress(value.listen) && !isLoopback(value.listen.host)) {
+    const listeners: Array<[string[], unknown]> = [[['listen'], value.listen], [['tls', 'listen'], tls?.listen]]
+    for (const [path, address] of listeners) {
+      if (!isListenAddress(address) || isLoopback(address.host)) continue
       ctx.addIssue({
         code: 'custom',
-        path: ['listen'],
-        message: `without broker users the embedded broker may only listen on a loopback address (127.0.0.0/8, ::1, localhost), or anyone on the network could publish; got "${formatListen(value.listen)}" (broker users are not supported yet)`
+        path,
+        message: `without broker users the embedded broker may only listen on a loopback address (127.0.0.0/8, ::1, localhost), or anyone on the network could publish; got "${formatListen(address)}" (broker users are not supported yet)`
       })
     }
   }

@@ -22,6 +22,9 @@ import { SystemAdapter, diskSpace as volumeSpace, type DiskSpace } from '../adap
 import { AdminServer, type Readiness } from './admin.js'
 import { GatewayMetrics, RateWindow, type Rates } from './metrics.js'
 import { buildStatus } from './status.js'
+// -- broker TLS
+import { TlsFilesError, type BrokerTlsOptions, type TlsMaterial } from '../adapters/broker-tls.js'
+import { loadBrokerTls } from './broker-tls.js'
 
 /** Below this much free space on the buffer's volume LevelDB cannot be trusted to write: not ready. */
 const DISK_FULL_BYTES = 1024 * 1024
@@ -105,7 +108,7 @@ export class Gateway {
   private _status: GatewayStatus = 'opening'
   private closing: Promise<void> | null = null
 
-  private constructor (context: GatewayContext, log: DurableLog, upstream: UpstreamParts) {
+  private constructor (context: GatewayContext, log: DurableLog, upstream: UpstreamParts, brokerTls?: { options: BrokerTlsOptions, material: TlsMaterial }) {
     const { config, logger } = context
     this.context = context
     this.log = log
@@ -137,6 +140,7 @@ export class Gateway {
     this.broker = config.ingest.broker.enabled
       ? new BrokerAdapter({
         listen: config.ingest.broker.listen,
+        tls: brokerTls,
         topics: config.ingest.topics,
         sink: this.sinkFor('broker'),
         logger: logger.child({ part: 'broker' }),
@@ -217,6 +221,7 @@ export class Gateway {
     const bootId = context.bootId ?? await readBootId()
     // Read before the buffer opens: a bad certificate path is a config error, nothing to clean up.
     const tls = await loadUpstreamTls(config.upstream)
+    const brokerTls = await loadBrokerTls(config.ingest.broker)
     const log = await DurableLog.open({
       path: config.buffer.path,
       sync: config.buffer.sync,
@@ -250,7 +255,7 @@ export class Gateway {
       await log.close()
       throw err
     }
-    const gateway = new Gateway(context, log, { tls, deadLetters })
+    const gateway = new Gateway(context, log, { tls, deadLetters }, brokerTls)
     try {
       gateway.forwarder.start()
       gateway.upstream.start()
@@ -412,6 +417,26 @@ export class Gateway {
       return
     }
     await old?.close()
+  }
+
+  /**
+   * SIGHUP: the broker's TLS certificate, key and CA are read again (a renewed certificate keeps
+   * its path) and served to new handshakes; connected sensors stay connected. Says what changed,
+   * or null when nothing did or there is no TLS listener; throws (the old certificate stays) when
+   * the files cannot be used.
+   */
+  async reloadBrokerTls (tls: SluiceConfig['ingest']['broker']['tls']): Promise<string | null> {
+    if (this._status !== 'open' || tls === undefined || this.broker?.tlsAddress() == null) return null
+    let outcome: Awaited<ReturnType<BrokerAdapter['reloadTls']>>
+    try {
+      outcome = await this.broker.reloadTls(tls)
+    } catch (err) {
+      if (!(err instanceof TlsFilesError)) throw err
+      throw new Error(`${err.problems.map((p) => p.message).join('; ')}; new connections still get the previous certificate`, { cause: err })
+    }
+    if (outcome === null) return null
+    const { subject, validTo, fingerprint256 } = outcome.certificate
+    return `ingest.broker.tls ${outcome.changed.join(', ')} re-read (serving ${subject}, valid until ${validTo}, sha256 ${fingerprint256})`
   }
 
   /** health.enabled / health.interval changed (SIGHUP). */

@@ -7,11 +7,15 @@ export interface LiveTarget {
   setAdmin: (admin: SluiceConfig['admin']) => Promise<void>
   /** where the admin endpoint listens; null when it does not */
   adminAddress: () => { host: string, port: number } | null
+  /** reads the broker's TLS files again and serves them: what changed, or null (nothing, or no TLS listener) */
+  reloadBrokerTls: (tls: SluiceConfig['ingest']['broker']['tls']) => Promise<string | null>
 }
 
 type LiveAction = (c: SluiceConfig, target: LiveTarget) => Promise<void>
 const health: LiveAction = async (c, target) => { await target.setHealth(c.health) }
 const admin: LiveAction = async (c, target) => { await target.setAdmin(c.admin) }
+const brokerTls: LiveAction = async (c, target) => { await target.reloadBrokerTls(c.ingest.broker.tls) }
+const BROKER_TLS_FILES = ['ingest.broker.tls.cert', 'ingest.broker.tls.key', 'ingest.broker.tls.ca']
 
 /**
  * The keys SIGHUP applies live, and how. Everything else (the buffer, the upstream connection,
@@ -25,7 +29,8 @@ const LIVE: Record<string, LiveAction> = {
   'health.enabled': health,
   'health.interval': health,
   'admin.enabled': admin,
-  'admin.listen': admin
+  'admin.listen': admin,
+  ...Object.fromEntries(BROKER_TLS_FILES.map((key) => [key, brokerTls]))
 }
 
 /** Keys whose values never go into a log line, not even in a diff. */
@@ -115,6 +120,16 @@ export class Reloader {
         outcome.applied.push(`admin.listen ${formatListen(next.admin.listen)} (listening now)`)
       } catch (err) {
         outcome.failed.push(`admin.listen: ${(err as Error).message}`)
+      }
+    }
+    // The broker's TLS files are read again on every SIGHUP, whether their paths changed or not:
+    // a renewed certificate usually keeps its path (certbot, step-ca and cert-manager renew in place).
+    if (!changed.some((k) => BROKER_TLS_FILES.includes(k))) {
+      try {
+        const what = await target.reloadBrokerTls(next.ingest.broker.tls)
+        if (what !== null) outcome.applied.push(what)
+      } catch (err) {
+        outcome.failed.push(`ingest.broker.tls: ${(err as Error).message}`)
       }
     }
     this.running = effective
