@@ -161,7 +161,7 @@ t.test('listen addresses', async (t) => {
 
 t.test('the embedded broker listens only on loopback while it has no users', async (t) => {
   for (const listen of ['127.0.0.1:1883', '127.1.2.3:1883', '[::1]:1883', 'localhost:0', 'LOCALHOST:1883']) {
-    t.equal(validateConfig(withKeys({ ingest: { broker: { listen } } })).ingest.broker.listen.port, listen.endsWith(':0') ? 0 : 1883, listen)
+    t.equal(validateConfig(withKeys({ ingest: { broker: { listen } } })).ingest.broker.listen?.port, listen.endsWith(':0') ? 0 : 1883, listen)
   }
   for (const listen of ['0.0.0.0:1883', '[::]:1883', '192.168.1.10:1883', 'gw-01.local:1883']) {
     const errors = errorsOf(t, withKeys({ ingest: { broker: { listen } } }))
