@@ -71,7 +71,7 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
     if (tls !== undefined) {
       this.tls = await BrokerTlsListener.listen(tls.options, tls.material, {
         connection: (socket) => { aedes.handle(socket) },
-        handshakeError: (err, address) => { this.warnOnce(`tls:${address ?? ''}`, 'TLS handshake failed, connection closed', err) }
+        handshakeError: (err, address) => { this.handshakeFailed(err, address) }
       })
     }
     this.status = 'open'
@@ -142,6 +142,22 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
     this.emit('refused', reason, client.id)
     this.warnOnce(client.id, message)
     callback(new Error(message))
+  }
+
+  /**
+   * A TLS handshake that failed (no client certificate, one from another CA, plain MQTT on the TLS
+   * port): logged once per client address and reason, as a scanner or a misconfigured sensor
+   * retries forever.
+   */
+  private handshakeFailed (err: Error, address: string | undefined): void {
+    // OpenSSL's errors carry a code and a reason ('peer did not return a certificate'); the message
+    // adds the thread and source line.
+    const { code, reason } = err as Error & { code?: string, reason?: string }
+    const key = `\0tls\0${address ?? ''}\0${code ?? err.message}`
+    if (this.warned.has(key)) return
+    if (this.warned.size >= 10_000) this.warned.clear()
+    this.warned.add(key)
+    this.options.logger.warn({ address, code, err: reason ?? err.message.trim() }, 'TLS handshake failed, connection closed')
   }
 
   /** Logs a fault once per client and message, so one misbehaving sensor cannot flood the log. */

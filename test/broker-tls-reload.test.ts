@@ -9,7 +9,7 @@ import t, { type Test } from 'tap'
 import { X509Certificate } from 'node:crypto'
 import { copyFileSync, readFileSync, renameSync } from 'node:fs'
 import { join } from 'node:path'
-import { connect as tlsConnect } from 'node:tls'
+import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { connect, type MqttClient } from 'mqtt'
 import { runCli, startDaemon, writeConfig, type DaemonRun } from './helpers/daemon.js'
 import { extraCert, makeCerts } from './helpers/certs.js'
@@ -19,16 +19,19 @@ function fingerprint (file: string): string {
   return new X509Certificate(readFileSync(file)).fingerprint256
 }
 
-/** The certificate a new TLS connection to the listener gets. */
-async function servedFingerprint (port: number, ca: Buffer): Promise<string> {
-  const socket = tlsConnect({ host: '127.0.0.1', port, servername: 'localhost', ca })
+interface ClientTls { ca: Buffer, cert: Buffer, key: Buffer }
+
+/** The certificate a new MQTT connection over TLS gets (read once it is connected). */
+async function servedFingerprint (port: number, tls: ClientTls): Promise<string> {
+  const client = connect(`mqtts://localhost:${port}`, { ...tls, reconnectPeriod: 0, connectTimeout: 5000 })
   try {
-    return await new Promise<string>((resolve, reject) => {
-      socket.once('secureConnect', () => { resolve(socket.getPeerCertificate().fingerprint256) })
-      socket.once('error', reject)
+    await new Promise<void>((resolve, reject) => {
+      client.once('connect', () => { resolve() })
+      client.once('error', reject)
     })
+    return (client.stream as TLSSocket).getPeerCertificate().fingerprint256
   } finally {
-    socket.destroy()
+    await client.endAsync(true)
   }
 }
 
@@ -48,8 +51,8 @@ async function hup (daemon: DaemonRun): Promise<any> {
 }
 
 /** A sensor on the TLS listener publishing QoS 1 readings one after another until stopped. */
-function tlsSensor (t: Test, port: number, ca: Buffer): { client: MqttClient, acked: () => number, closes: () => number, stop: () => Promise<void> } {
-  const client = connect(`mqtts://localhost:${port}`, { ca, reconnectPeriod: 0, connectTimeout: 5000, clientId: `tls-sensor-${process.pid}` })
+function tlsSensor (t: Test, port: number, tls: ClientTls): { client: MqttClient, acked: () => number, closes: () => number, stop: () => Promise<void> } {
+  const client = connect(`mqtts://localhost:${port}`, { ...tls, reconnectPeriod: 0, connectTimeout: 5000, clientId: `tls-sensor-${process.pid}` })
   let acked = 0
   let closes = 0
   let stopping = false
@@ -75,7 +78,7 @@ t.test('a renewed certificate is served after SIGHUP while a connected sensor st
   const dir = t.testdir()
   const certs = await makeCerts(dir)
   const renewed = await extraCert(dir, 'renewed', { server: true })
-  const ca = readFileSync(certs.ca)
+  const client = { ca: readFileSync(certs.ca), cert: readFileSync(certs.clientCert), key: readFileSync(certs.clientKey) }
   // The paths the config names; renewals replace the files behind them.
   const cert = join(dir, 'live-cert.pem')
   const key = join(dir, 'live-key.pem')
@@ -83,7 +86,7 @@ t.test('a renewed certificate is served after SIGHUP while a connected sensor st
   copyFileSync(certs.serverKey, key)
   const file = writeConfig(dir, {
     gateway: { id: 'gw-tls' },
-    ingest: { broker: { listen: null, tls: { listen: '127.0.0.1:0', cert, key } } },
+    ingest: { broker: { listen: null, tls: { listen: '127.0.0.1:0', cert, key, ca: certs.ca, requireClientCert: true } } },
     buffer: { path: join(dir, 'buffer') },
     upstream: { url: 'mqtt://127.0.0.1:9', backoff: { min: '1s', max: '10s' } },
     health: { enabled: false },
@@ -95,9 +98,16 @@ t.test('a renewed certificate is served after SIGHUP while a connected sensor st
   const broker = ready.ingest.find((a: any) => a.name === 'broker')
   t.match(broker, { listen: null, tls: /^127\.0\.0\.1:\d+$/, certificate: { fingerprint256: fingerprint(certs.serverCert) } })
   const port = Number(String(broker.tls).split(':')[1])
-  t.equal(await servedFingerprint(port, ca), fingerprint(certs.serverCert), 'the first certificate is served')
+  t.equal(await servedFingerprint(port, client), fingerprint(certs.serverCert), 'the first certificate is served')
 
-  const sensor = tlsSensor(t, port, ca)
+  // A client without a certificate is refused in the handshake, and the log says so.
+  const stranger = tlsConnect({ host: '127.0.0.1', port, servername: 'localhost', ca: client.ca })
+  stranger.on('error', () => {})
+  t.teardown(() => { stranger.destroy() })
+  const refused = await daemon.waitForLine('TLS handshake failed, connection closed')
+  t.match(refused, { level: 40, part: 'broker', address: '127.0.0.1', code: 'ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE', err: 'peer did not return a certificate' })
+
+  const sensor = tlsSensor(t, port, client)
   await waitUntil(() => sensor.acked() >= 20, 15_000, 'the sensor\'s first readings PUBACKed')
   const stream = sensor.client.stream
 
@@ -107,7 +117,7 @@ t.test('a renewed certificate is served after SIGHUP while a connected sensor st
   const reloaded = await hup(daemon)
   t.equal(reloaded.level, 30, 'an info line: everything applied')
   t.match(reloaded.applied, [new RegExp(`^ingest\\.broker\\.tls cert, key re-read \\(serving .*CN=localhost.*sha256 ${fingerprint(renewed.cert)}\\)$`)])
-  t.equal(await servedFingerprint(port, ca), fingerprint(renewed.cert), 'a new connection gets the renewed certificate')
+  t.equal(await servedFingerprint(port, client), fingerprint(renewed.cert), 'a new connection gets the renewed certificate')
   const afterRenewal = sensor.acked()
   await waitUntil(() => sensor.acked() >= afterRenewal + 20, 15_000, 'more readings PUBACKed after the renewal')
 
@@ -116,7 +126,7 @@ t.test('a renewed certificate is served after SIGHUP while a connected sensor st
   const broken = await hup(daemon)
   t.equal(broken.level, 40, 'a warning')
   t.match(broken.failed, [/^ingest\.broker\.tls: the private key ".*live-key\.pem" does not belong to the certificate ".*live-cert\.pem"; new connections still get the previous certificate$/])
-  t.equal(await servedFingerprint(port, ca), fingerprint(renewed.cert), 'the renewed certificate is still served')
+  t.equal(await servedFingerprint(port, client), fingerprint(renewed.cert), 'the renewed certificate is still served')
   const afterBroken = sensor.acked()
   await waitUntil(() => sensor.acked() >= afterBroken + 20, 15_000, 'more readings PUBACKed after the broken reload')
 
