@@ -1,5 +1,5 @@
 import type { Logger } from 'pino'
-import { formatListen, type SluiceConfig } from '../config/index.js'
+import { ConfigError, formatListen, type SluiceConfig } from '../config/index.js'
 import { type BufferHealth, DurableLog, type RecoveryReport, readingSeqAtOrBefore } from '../buffer/index.js'
 import type { IngestAdapter, ReadingSink, RefusalReason, UpstreamFormat } from '../adapters/contract.js'
 import { BrokerAdapter } from '../adapters/broker.js'
@@ -220,8 +220,11 @@ export class Gateway {
     const { config, logger } = context
     const bootId = context.bootId ?? await readBootId()
     // Read before the buffer opens: a bad certificate path is a config error, nothing to clean up.
-    const tls = await loadUpstreamTls(config.upstream)
-    const brokerTls = await loadBrokerTls(config.ingest.broker)
+    // Both sets of TLS files are checked, so that every bad one is reported at once.
+    const [upstreamFiles, brokerFiles] = await Promise.allSettled([loadUpstreamTls(config.upstream), loadBrokerTls(config.ingest.broker)])
+    if (upstreamFiles.status === 'rejected' || brokerFiles.status === 'rejected') throw oneError([upstreamFiles, brokerFiles])
+    const tls = upstreamFiles.value
+    const brokerTls = brokerFiles.value
     const log = await DurableLog.open({
       path: config.buffer.path,
       sync: config.buffer.sync,
@@ -481,6 +484,13 @@ export class Gateway {
     this._status = 'closed'
     logger.info({ lastSeq: this.log.lastSeq, acknowledged: this.forwarder.acknowledged }, 'sluice stopped')
   }
+}
+
+/** The failures of settled promises as one error: config errors merged into one, else the first. */
+function oneError (results: ReadonlyArray<PromiseSettledResult<unknown>>): unknown {
+  const failures = results.flatMap((r) => r.status === 'rejected' ? [r.reason as unknown] : [])
+  if (failures.every((e) => e instanceof ConfigError)) return new ConfigError(failures.flatMap((e) => e.errors))
+  return failures[0]
 }
 
 /** What the upstream half is given besides the config: read or opened before the gateway is built. */

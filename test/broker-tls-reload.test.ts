@@ -84,15 +84,17 @@ t.test('a renewed certificate is served after SIGHUP while a connected sensor st
   const key = join(dir, 'live-key.pem')
   copyFileSync(certs.serverCert, cert)
   copyFileSync(certs.serverKey, key)
-  const file = writeConfig(dir, {
+  const tls = { listen: '127.0.0.1:0', cert, key, ca: certs.ca, requireClientCert: true }
+  const config = {
     gateway: { id: 'gw-tls' },
-    ingest: { broker: { listen: null, tls: { listen: '127.0.0.1:0', cert, key, ca: certs.ca, requireClientCert: true } } },
+    ingest: { broker: { listen: null, tls } },
     buffer: { path: join(dir, 'buffer') },
     upstream: { url: 'mqtt://127.0.0.1:9', backoff: { min: '1s', max: '10s' } },
     health: { enabled: false },
     admin: { enabled: false },
     log: { level: 'info' }
-  })
+  }
+  const file = writeConfig(dir, config)
   const daemon = await startDaemon(t, file)
   const ready = await daemon.waitForLine('sluice ready')
   const broker = ready.ingest.find((a: any) => a.name === 'broker')
@@ -134,6 +136,11 @@ t.test('a renewed certificate is served after SIGHUP while a connected sensor st
   replace(renewed.key, key)
   const same = await hup(daemon)
   t.match(same, { level: 30, msg: 'config reloaded: nothing changed' })
+
+  // What the listener was built with needs a restart, and the reload line says so.
+  writeConfig(dir, { ...config, ingest: { broker: { listen: null, tls: { ...tls, requireClientCert: false } } } })
+  const restart = await hup(daemon)
+  t.match(restart, { level: 40, needsRestart: ['ingest.broker.tls.requireClientCert'], failed: [] })
 
   t.equal(sensor.closes(), 0, 'the sensor\'s connection never dropped')
   t.ok(sensor.client.connected, 'and is still up')

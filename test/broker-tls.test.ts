@@ -16,6 +16,7 @@ import { BrokerTlsListener, certificateUsername, readTlsFiles } from '../adapter
 import { validateConfig } from '../config/index.js'
 import { Gateway } from '../daemon/gateway.js'
 import { createLogger } from '../daemon/logger.js'
+import { buildStatus, formatStatus } from '../daemon/status.js'
 import { extraCert, makeCerts, type TestCerts } from './helpers/certs.js'
 import { startGateway, testConfig } from './helpers/gateway.js'
 import { startMosquitto } from './helpers/mosquitto.js'
@@ -110,6 +111,9 @@ t.test('listen: null runs the TLS listener alone', async (t) => {
   const gateway = await Gateway.start({ config, logger: createLogger('silent') })
   t.teardown(async () => { await gateway.close() })
   t.match(gateway.ingestInfo()[0], { name: 'broker', listen: null, tls: /^127\.0\.0\.1:\d+$/ })
+  const validTo = new Date(new X509Certificate(readFileSync(certs.serverCert)).validTo).toISOString().slice(0, 10)
+  t.match(formatStatus(await buildStatus(gateway)), new RegExp(`\\n  ingest +broker on TLS 127\\.0\\.0\\.1:${tlsPortOf(gateway)} \\(0 clients, certificate valid until ${validTo}\\)\\n`),
+    'sluice status names the TLS listener and when its certificate expires')
   t.throws(() => gateway.broker?.address(), /no plain listener/)
   const { client, outcome } = await mqttClient(t, `mqtts://localhost:${tlsPortOf(gateway)}`, { ca: readFileSync(certs.ca) })
   t.equal(outcome, 'connected')
@@ -229,6 +233,19 @@ t.test('TLS files are read at start: a missing, non-PEM or mismatched one is a c
   await t.rejects(start({ cert: certs.serverCert, key: certs.serverKey, ca: certs.clientKey, requireClientCert: true }), {
     code: 'SLUICE_CONFIG_INVALID',
     errors: [{ path: 'ingest.broker.tls.ca', message: /client\.key" holds no PEM certificate/ }]
+  })
+  // The upstream's TLS files are checked too, and every bad file is reported at once.
+  await t.rejects(startGateway(t, {
+    upstreamUrl: 'mqtts://localhost:8883',
+    upstream: { ca: join(root, 'no-ca.pem') },
+    bufferPath,
+    broker: { tls: { listen: '127.0.0.1:0', cert: join(root, 'nope.pem'), key: certs.serverKey } }
+  }), {
+    code: 'SLUICE_CONFIG_INVALID',
+    errors: [
+      { path: 'upstream.ca', message: /^cannot read the CA certificate ".*no-ca\.pem": ENOENT/ },
+      { path: 'ingest.broker.tls.cert', message: /^cannot read the certificate ".*nope\.pem": ENOENT/ }
+    ]
   })
   t.notOk(existsSync(bufferPath), 'the buffer was not created')
 })
