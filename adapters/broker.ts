@@ -90,11 +90,6 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
     return this.tls?.address() ?? null
   }
 
-  /** The certificate the TLS listener serves to new connections, or null. */
-  tlsCertificate (): CertificateInfo | null {
-    return this.tls?.certificate ?? null
-  }
-
   /**
    * Reads the TLS listener's files again and serves them to new handshakes; connected sensors
    * keep their connections. What changed (null: nothing, or no TLS listener); a TlsFilesError
