@@ -6,12 +6,16 @@ import type { IngestAdapter, IngestAdapterEvents, ReadingSink, RefusalReason } f
 import { badTopicReason, forwardedTopics } from './topics.js'
 import { maySubscribe } from './broker-acl.js'
 import { BrokerAccess, newSession, PerKeyLogLimit, type AccessPolicyInput, type Session } from './broker-auth.js'
+import { BrokerTlsListener, certificateUsername, type BrokerTlsOptions, type CertificateInfo, type TlsFileKey, type TlsFiles, type TlsMaterial } from './broker-tls.js'
 
 /** A refused CONNECT is logged at most this often per client address. */
 const AUTH_LOG_WINDOW_MS = 60_000
 
 export interface BrokerAdapterOptions {
-  listen: { host: string, port: number }
+  /** the plain listener; null: none (TLS only) */
+  listen: { host: string, port: number } | null
+  /** the TLS listener, with its files already read (readTlsFiles) */
+  tls?: { options: BrokerTlsOptions, material: TlsMaterial }
   /** topic filters whose readings are forwarded; others are only delivered locally */
   topics: readonly string[]
   sink: ReadingSink
@@ -42,6 +46,7 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
   private readonly authLog: PerKeyLogLimit
   private aedes: Aedes | null = null
   private server: Server | null = null
+  private tls: BrokerTlsListener | null = null
   private status: Status = 'new'
   private closing: Promise<void> | null = null
 
@@ -70,32 +75,58 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
     aedes.on('clientError', (client, err) => { this.warnOnce(client.id, 'client error, connection closed', err) })
     aedes.on('connectionError', (client, err) => { this.warnOnce(client?.id ?? null, 'connection error', err) })
     this.aedes = aedes
-    const server = createServer((socket) => { aedes.handle(socket) })
-    this.server = server
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(this.options.listen.port, this.options.listen.host, () => {
-        server.off('error', reject)
-        resolve()
+    const { listen, tls } = this.options
+    if (listen !== null) {
+      const server = createServer((socket) => { aedes.handle(socket) })
+      this.server = server
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject)
+        server.listen(listen.port, listen.host, () => {
+          server.off('error', reject)
+          resolve()
+        })
       })
-    })
+    }
+    if (tls !== undefined) {
+      this.tls = await BrokerTlsListener.listen(tls.options, tls.material, {
+        connection: (socket) => { aedes.handle(socket) },
+        handshakeError: (err, address) => { this.handshakeFailed(err, address) }
+      })
+    }
     this.status = 'open'
   }
 
-  /** The address the broker listens on (the real port when the config says 0). */
+  /** The address of the plain listener (the real port when the config says 0); it throws when there is none. */
   address (): { host: string, port: number } {
+    const { listen } = this.options
+    if (listen === null) throw new Error('the embedded broker has no plain listener (ingest.broker.listen is null)')
     const address = this.server?.address() as AddressInfo | null
-    return { host: address?.address ?? this.options.listen.host, port: address?.port ?? this.options.listen.port }
+    return { host: address?.address ?? listen.host, port: address?.port ?? listen.port }
+  }
+
+  /** The address of the TLS listener, or null when it has none or has not started. */
+  tlsAddress (): { host: string, port: number } | null {
+    return this.tls?.address() ?? null
+  }
+
+  /**
+   * Reads the TLS listener's files again and serves them to new handshakes; connected sensors
+   * keep their connections. What changed (null: nothing, or no TLS listener); a TlsFilesError
+   * keeps the current certificate.
+   */
+  async reloadTls (files: TlsFiles): Promise<{ changed: TlsFileKey[], certificate: CertificateInfo } | null> {
+    return await (this.tls?.reload(files) ?? Promise.resolve(null))
   }
 
   describe (): Record<string, unknown> {
-    const { host, port } = this.address()
-    return { listen: `${host}:${port}`, clients: this.aedes?.connectedClients ?? 0 }
+    const show = (a: { host: string, port: number }): string => a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`
+    const tls = this.tls === null ? {} : { tls: show(this.tls.address()), certificate: this.tls.certificate }
+    return { listen: this.options.listen === null ? null : show(this.address()), ...tls, clients: this.aedes?.connectedClients ?? 0 }
   }
 
   private authenticate (client: Client, username: string | null, password: Buffer | null, done: (error: AuthenticateError | null, success: boolean | null) => void): void {
     const remoteAddress = (client.conn as Partial<Socket>).remoteAddress
-    this.access.authenticate({ username, password, certifiedUsername: null, remoteAddress }).then((outcome) => {
+    this.access.authenticate({ username, password, certifiedUsername: certificateUsername(client.conn), remoteAddress }).then((outcome) => {
       if (outcome.ok) {
         this.sessions.set(client, newSession(outcome.username, client.id))
         return done(null, true)
@@ -167,6 +198,22 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
     callback(new Error(message))
   }
 
+  /**
+   * A TLS handshake that failed (no client certificate, one from another CA, plain MQTT on the TLS
+   * port): logged once per client address and reason, as a scanner or a misconfigured sensor
+   * retries forever.
+   */
+  private handshakeFailed (err: Error, address: string | undefined): void {
+    // OpenSSL's errors carry a code and a reason ('peer did not return a certificate'); the message
+    // adds the thread and source line.
+    const { code, reason } = err as Error & { code?: string, reason?: string }
+    const key = `\0tls\0${address ?? ''}\0${code ?? err.message}`
+    if (this.warned.has(key)) return
+    if (this.warned.size >= 10_000) this.warned.clear()
+    this.warned.add(key)
+    this.options.logger.warn({ address, code, err: reason ?? err.message.trim() }, 'TLS handshake failed, connection closed')
+  }
+
   /** Logs a fault once per client and message, so one misbehaving sensor cannot flood the log. */
   private warnOnce (clientId: string | null, message: string, err?: Error): void {
     const key = `${clientId ?? ''}\0${message}`
@@ -187,9 +234,11 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
     const closed = server === null
       ? Promise.resolve()
       : new Promise<void>((resolve) => { server.close(() => { resolve() }) })
+    const tlsClosed = this.tls?.close()
     const aedes = this.aedes
     if (aedes !== null) await new Promise<void>((resolve) => { aedes.close(() => { resolve() }) })
     await closed
+    await tlsClosed
     this.status = 'closed'
   }
 }

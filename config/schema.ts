@@ -122,12 +122,36 @@ const brokerUser = z.strictObject({
 })
 // -- end broker users and ACLs
 
+// -- broker TLS: a second listener for sensors, TLS with optional client certificates
+const brokerTls = section(
+  {
+    listen: listen().describe('Address and TCP port of the TLS listener, "host:port" (8883 is MQTT over TLS); port 0 picks a free port. Without broker users only a loopback address is allowed.'),
+    cert: z.string().min(1).describe('Path of the PEM server certificate (chain: the certificate first, then its intermediates). Read at start and again on every SIGHUP.'),
+    key: z.string().min(1).describe('Path of the PEM private key of the certificate. Read at start and again on every SIGHUP.'),
+    ca: z.string().min(1).optional().describe('Path of the PEM CA certificate(s) that sign client certificates. Read at start and again on every SIGHUP. Needed by requireClientCert.'),
+    requireClientCert: z.boolean().default(false).describe('Refuse, during the TLS handshake, every client without a certificate signed by ca.'),
+    useIdentityAsUsername: z.boolean().default(false).describe('Take the subject CN of the client certificate as the sensor\'s user name, like mosquitto\'s use_identity_as_username. Needs requireClientCert.')
+  },
+  {},
+  (value, ctx) => {
+    if (value.requireClientCert === true && value.ca === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['ca'], message: 'requireClientCert needs ca: the CA certificate(s) that sign the sensors\' certificates' })
+    }
+    if (value.useIdentityAsUsername === true && value.requireClientCert !== true) {
+      ctx.addIssue({ code: 'custom', path: ['useIdentityAsUsername'], message: 'needs requireClientCert: true (the identity comes from a verified client certificate)' })
+    }
+  }
+)
+// -- end broker TLS
+
 const broker = section(
   {
     enabled: z.boolean().default(true).describe('Run the embedded MQTT broker that sensors connect to.'),
     listen: listen()
+      .nullable()
       .prefault('127.0.0.1:1883')
-      .describe('Address and TCP port the embedded broker listens on, "host:port" ("[::1]:1883" for IPv6; port 0 picks a free port). Without broker users (or passwordFile, or allowAnonymous: true) only a loopback address is allowed.'),
+      .describe('Address and TCP port of the plain (unencrypted) listener of the embedded broker, "host:port" ("[::1]:1883" for IPv6; port 0 picks a free port); null: no plain listener, sensors connect over tls only. Without broker users (or passwordFile, or allowAnonymous: true) only a loopback address is allowed.'),
+    tls: brokerTls.optional().describe('A TLS listener for sensors, beside the plain one (or instead of it, with listen: null).'),
     // -- broker users and ACLs
     users: z
       .array(brokerUser)
@@ -149,21 +173,18 @@ const broker = section(
     // -- end broker users and ACLs
   },
   {
-    tls: later(
-      z.strictObject({
-        listen: listen().describe('Address and TCP port of the TLS listener, "host:port".'),
-        cert: z.string().min(1).describe('Path of the PEM certificate (chain).'),
-        key: z.string().min(1).describe('Path of the PEM private key.')
-      }),
-      'broker TLS',
-      'A TLS listener for sensors, next to the plain one.'
-    ),
     maxPayload: later(size(), 'broker limits', 'Largest payload a sensor may publish, in bytes or with a unit ("64KiB").'),
     maxClients: later(integer(1), 'broker limits', 'Most sensors connected at once.')
   },
   (value, ctx) => {
-    // Safe by default, like mosquitto 2.0: on any other interface, anyone on the network could
-    // publish readings that go upstream under this gateway's name.
+    const tls = isRecord(value.tls) ? value.tls : undefined
+    if (value.listen === null && tls === undefined && value.enabled !== false) {
+      ctx.addIssue({ code: 'custom', path: ['listen'], message: 'the embedded broker needs a listener: a listen address, a tls listener, or enabled: false' })
+    }
+    if (isListenAddress(value.listen) && isListenAddress(tls?.listen) && value.listen.port !== 0 &&
+      value.listen.port === tls.listen.port && value.listen.host === tls.listen.host) {
+      ctx.addIssue({ code: 'custom', path: ['tls', 'listen'], message: `the plain listener already uses "${formatListen(value.listen)}"` })
+    }
     const users = Array.isArray(value.users) ? value.users : []
     const seen = new Set<string>()
     users.forEach((user, i) => {
@@ -172,12 +193,17 @@ const broker = section(
       if (seen.has(name)) ctx.addIssue({ code: 'custom', path: ['users', i, 'username'], message: `user "${name}" is listed twice` })
       seen.add(name)
     })
+    // Safe by default, like mosquitto 2.0: on any other interface, anyone on the network could
+    // publish readings that go upstream under this gateway's name. TLS encrypts; it does not say
+    // who may publish.
     if (users.length > 0 || value.passwordFile !== undefined || value.allowAnonymous === true) return
-    if (isListenAddress(value.listen) && !isLoopback(value.listen.host)) {
+    const listeners: Array<[string[], unknown]> = [[['listen'], value.listen], [['tls', 'listen'], tls?.listen]]
+    for (const [path, address] of listeners) {
+      if (!isListenAddress(address) || isLoopback(address.host)) continue
       ctx.addIssue({
         code: 'custom',
-        path: ['listen'],
-        message: `"${formatListen(value.listen)}" is not a loopback address and the broker has no users: anyone on the network could publish readings. Add ingest.broker.users (hashes from \`sluice hash-password\`) or ingest.broker.passwordFile, or set ingest.broker.allowAnonymous: true to accept anyone`
+        path,
+        message: `"${formatListen(address)}" is not a loopback address and the broker has no users: anyone on the network could publish readings. Add ingest.broker.users (hashes from \`sluice hash-password\`) or ingest.broker.passwordFile, or set ingest.broker.allowAnonymous: true to accept anyone`
       })
     }
   }

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino'
-import { formatListen, type SluiceConfig } from '../config/index.js'
+import { ConfigError, formatListen, type SluiceConfig } from '../config/index.js'
 import { type BufferHealth, DurableLog, type RecoveryReport, readingSeqAtOrBefore } from '../buffer/index.js'
 import type { IngestAdapter, ReadingSink, RefusalReason, UpstreamFormat } from '../adapters/contract.js'
 import { BrokerAdapter } from '../adapters/broker.js'
@@ -24,6 +24,9 @@ import { SystemAdapter, diskSpace as volumeSpace, type DiskSpace } from '../adap
 import { AdminServer, type Readiness } from './admin.js'
 import { GatewayMetrics, RateWindow, type Rates } from './metrics.js'
 import { buildStatus } from './status.js'
+// -- broker TLS
+import { TlsFilesError, type BrokerTlsOptions, type TlsMaterial } from '../adapters/broker-tls.js'
+import { loadBrokerTls } from './broker-tls.js'
 
 /** Below this much free space on the buffer's volume LevelDB cannot be trusted to write: not ready. */
 const DISK_FULL_BYTES = 1024 * 1024
@@ -107,7 +110,7 @@ export class Gateway {
   private _status: GatewayStatus = 'opening'
   private closing: Promise<void> | null = null
 
-  private constructor (context: GatewayContext, log: DurableLog, upstream: UpstreamParts, brokerAccess: AccessPolicyInput) {
+  private constructor (context: GatewayContext, log: DurableLog, upstream: UpstreamParts, brokerAccess: AccessPolicyInput, brokerTls?: { options: BrokerTlsOptions, material: TlsMaterial }) {
     const { config, logger } = context
     this.context = context
     this.log = log
@@ -139,6 +142,7 @@ export class Gateway {
     this.broker = config.ingest.broker.enabled
       ? new BrokerAdapter({
         listen: config.ingest.broker.listen,
+        tls: brokerTls,
         topics: config.ingest.topics,
         sink: this.sinkFor('broker'),
         logger: logger.child({ part: 'broker' }),
@@ -219,7 +223,11 @@ export class Gateway {
     const { config, logger } = context
     const bootId = context.bootId ?? await readBootId()
     // Read before the buffer opens: a bad certificate path is a config error, nothing to clean up.
-    const tls = await loadUpstreamTls(config.upstream)
+    // Both sets of TLS files are checked, so that every bad one is reported at once.
+    const [upstreamFiles, brokerFiles] = await Promise.allSettled([loadUpstreamTls(config.upstream), loadBrokerTls(config.ingest.broker)])
+    if (upstreamFiles.status === 'rejected' || brokerFiles.status === 'rejected') throw oneError([upstreamFiles, brokerFiles])
+    const tls = upstreamFiles.value
+    const brokerTls = brokerFiles.value
     const brokerAccess = await loadBrokerUsers(config.ingest.broker)
     if (config.ingest.broker.enabled) warnAboutAccess(logger, config.ingest.broker, brokerAccess)
     const log = await DurableLog.open({
@@ -255,7 +263,7 @@ export class Gateway {
       await log.close()
       throw err
     }
-    const gateway = new Gateway(context, log, { tls, deadLetters }, brokerAccess)
+    const gateway = new Gateway(context, log, { tls, deadLetters }, brokerAccess, brokerTls)
     try {
       gateway.forwarder.start()
       gateway.upstream.start()
@@ -431,6 +439,26 @@ export class Gateway {
     this.broker.setAccess(access)
   }
 
+  /**
+   * SIGHUP: the broker's TLS certificate, key and CA are read again (a renewed certificate keeps
+   * its path) and served to new handshakes; connected sensors stay connected. Says what changed,
+   * or null when nothing did or there is no TLS listener; throws (the old certificate stays) when
+   * the files cannot be used.
+   */
+  async reloadBrokerTls (tls: SluiceConfig['ingest']['broker']['tls']): Promise<string | null> {
+    if (this._status !== 'open' || tls === undefined || this.broker?.tlsAddress() == null) return null
+    let outcome: Awaited<ReturnType<BrokerAdapter['reloadTls']>>
+    try {
+      outcome = await this.broker.reloadTls(tls)
+    } catch (err) {
+      if (!(err instanceof TlsFilesError)) throw err
+      throw new Error(`${err.problems.map((p) => p.message).join('; ')}; new connections still get the previous certificate`, { cause: err })
+    }
+    if (outcome === null) return null
+    const { subject, validTo, fingerprint256 } = outcome.certificate
+    return `ingest.broker.tls ${outcome.changed.join(', ')} re-read (serving ${subject}, valid until ${validTo}, sha256 ${fingerprint256})`
+  }
+
   /** health.enabled / health.interval changed (SIGHUP). */
   async setHealth (health: { enabled: boolean, interval: number }): Promise<void> {
     if (this._status !== 'open') return
@@ -478,12 +506,20 @@ export class Gateway {
 /** Says what an operator may not expect of the broker's access rules. */
 function warnAboutAccess (logger: Logger, broker: SluiceConfig['ingest']['broker'], access: AccessPolicyInput): void {
   if (broker.allowAnonymous) {
-    logger.warn({ listen: formatListen(broker.listen) }, 'ingest.broker.allowAnonymous is true: clients without a user name are accepted from any address')
+    const listeners = [broker.listen, broker.tls?.listen].flatMap((address) => address == null ? [] : [formatListen(address)])
+    logger.warn({ listen: listeners }, 'ingest.broker.allowAnonymous is true: clients without a user name are accepted from any address')
   }
   const noHash = access.users.filter((user) => user.passwordHash === undefined).map((user) => user.username)
   if (noHash.length > 0) {
     logger.warn({ users: noHash }, 'broker users without a password hash (neither passwordHash nor a passwordFile line) can only connect with a client certificate')
   }
+}
+
+/** The failures of settled promises as one error: config errors merged into one, else the first. */
+function oneError (results: ReadonlyArray<PromiseSettledResult<unknown>>): unknown {
+  const failures = results.flatMap((r) => r.status === 'rejected' ? [r.reason as unknown] : [])
+  if (failures.every((e) => e instanceof ConfigError)) return new ConfigError(failures.flatMap((e) => e.errors))
+  return failures[0]
 }
 
 /** What the upstream half is given besides the config: read or opened before the gateway is built. */

@@ -9,12 +9,16 @@ export interface LiveTarget {
   setBrokerUsers: (broker: SluiceConfig['ingest']['broker']) => Promise<void>
   /** where the admin endpoint listens; null when it does not */
   adminAddress: () => { host: string, port: number } | null
+  /** reads the broker's TLS files again and serves them: what changed, or null (nothing, or no TLS listener) */
+  reloadBrokerTls: (tls: SluiceConfig['ingest']['broker']['tls']) => Promise<string | null>
 }
 
 type LiveAction = (c: SluiceConfig, target: LiveTarget) => Promise<void>
 const health: LiveAction = async (c, target) => { await target.setHealth(c.health) }
 const admin: LiveAction = async (c, target) => { await target.setAdmin(c.admin) }
 const brokerUsers: LiveAction = async (c, target) => { await target.setBrokerUsers(c.ingest.broker) }
+const brokerTls: LiveAction = async (c, target) => { await target.reloadBrokerTls(c.ingest.broker.tls) }
+const BROKER_TLS_FILES = ['ingest.broker.tls.cert', 'ingest.broker.tls.key', 'ingest.broker.tls.ca']
 
 /**
  * The keys SIGHUP applies live, and how. Everything else (the buffer, the upstream connection,
@@ -34,7 +38,8 @@ const LIVE: Record<string, LiveAction> = {
   'ingest.broker.passwordFile': brokerUsers,
   'ingest.broker.allowAnonymous': brokerUsers,
   'ingest.broker.anonymous.publish': brokerUsers,
-  'ingest.broker.anonymous.subscribe': brokerUsers
+  'ingest.broker.anonymous.subscribe': brokerUsers,
+  ...Object.fromEntries(BROKER_TLS_FILES.map((key) => [key, brokerTls]))
 }
 
 /** Keys whose values never go into a log line, not even in a diff. */
@@ -133,6 +138,16 @@ export class Reloader {
         outcome.applied.push(`ingest.broker.passwordFile ${next.ingest.broker.passwordFile} (re-read)`)
       } catch (err) {
         outcome.failed.push(`ingest.broker.passwordFile: ${errorText(err)}`)
+      }
+    }
+    // The broker's TLS files are read again on every SIGHUP, whether their paths changed or not:
+    // a renewed certificate usually keeps its path (certbot, step-ca and cert-manager renew in place).
+    if (!changed.some((k) => BROKER_TLS_FILES.includes(k))) {
+      try {
+        const what = await target.reloadBrokerTls(next.ingest.broker.tls)
+        if (what !== null) outcome.applied.push(what)
+      } catch (err) {
+        outcome.failed.push(`ingest.broker.tls: ${(err as Error).message}`)
       }
     }
     this.running = effective

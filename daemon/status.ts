@@ -301,7 +301,12 @@ export function formatStatus (r: StatusReport): string {
 }
 
 function describeIngest (a: Record<string, unknown> & { name: string }): string {
-  if (a.name === 'broker') return `broker on ${String(a.listen)} (${count(Number(a.clients ?? 0))} clients)`
+  if (a.name === 'broker') {
+    const on = [a.listen === null ? null : String(a.listen), a.tls === undefined ? null : `TLS ${String(a.tls)}`].filter((x) => x !== null)
+    const certificate = a.certificate as { validTo?: string } | undefined
+    const until = certificate?.validTo === undefined ? '' : `, certificate valid until ${certificate.validTo.slice(0, 10)}`
+    return `broker on ${on.join(' and ')} (${count(Number(a.clients ?? 0))} clients${until})`
+  }
   if (a.name === 'system') return `health readings every ${duration(Number(a.intervalMs) / 1000)}`
   const { name, ...rest } = a
   return `${name} ${JSON.stringify(rest)}`

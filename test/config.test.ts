@@ -162,7 +162,7 @@ t.test('listen addresses', async (t) => {
 
 t.test('the embedded broker listens only on loopback while it has no users and no allowAnonymous', async (t) => {
   for (const listen of ['127.0.0.1:1883', '127.1.2.3:1883', '[::1]:1883', 'localhost:0', 'LOCALHOST:1883']) {
-    t.equal(validateConfig(withKeys({ ingest: { broker: { listen } } })).ingest.broker.listen.port, listen.endsWith(':0') ? 0 : 1883, listen)
+    t.equal(validateConfig(withKeys({ ingest: { broker: { listen } } })).ingest.broker.listen?.port, listen.endsWith(':0') ? 0 : 1883, listen)
   }
   for (const listen of ['0.0.0.0:1883', '[::]:1883', '192.168.1.10:1883', 'gw-01.local:1883']) {
     const errors = errorsOf(t, withKeys({ ingest: { broker: { listen } } }))
@@ -171,6 +171,43 @@ t.test('the embedded broker listens only on loopback while it has no users and n
   }
   t.same(validateConfig(withKeys({ admin: { listen: '0.0.0.0:9464' } })).admin.listen, { host: '0.0.0.0', port: 9464 },
     'the admin endpoint may listen anywhere')
+})
+
+t.test('ingest.broker.tls: beside or instead of the plain listener, its rules reported with their paths', async (t) => {
+  const tls = { listen: '127.0.0.1:8883', cert: '/etc/sluice/tls/cert.pem', key: '/etc/sluice/tls/key.pem' }
+  t.strictSame(validateConfig(withKeys({ ingest: { broker: { tls } } })).ingest.broker, {
+    enabled: true,
+    listen: { host: '127.0.0.1', port: 1883 },
+    tls: { listen: { host: '127.0.0.1', port: 8883 }, cert: tls.cert, key: tls.key, requireClientCert: false, useIdentityAsUsername: false },
+    users: [],
+    allowAnonymous: false,
+    anonymous: {}
+  }, 'beside the plain listener, with the defaults')
+  t.equal(validateConfig(withKeys({ ingest: { broker: { listen: null, tls } } })).ingest.broker.listen, null, 'instead of it: listen: null')
+  t.strictSame(errorsOf(t, withKeys({ ingest: { broker: { listen: null } } })), [
+    'ingest.broker.listen: the embedded broker needs a listener: a listen address, a tls listener, or enabled: false'
+  ])
+  t.strictSame(errorsOf(t, withKeys({ ingest: { broker: { tls: { ...tls, useIdentityAsUsername: true } } } })), [
+    'ingest.broker.tls.useIdentityAsUsername: needs requireClientCert: true (the identity comes from a verified client certificate)'
+  ])
+  t.strictSame(errorsOf(t, withKeys({ ingest: { broker: { tls: { ...tls, requireClientCert: true } } } })), [
+    'ingest.broker.tls.ca: requireClientCert needs ca: the CA certificate(s) that sign the sensors\' certificates'
+  ])
+  t.strictSame(errorsOf(t, withKeys({ ingest: { broker: { tls: { ...tls, listen: '127.0.0.1:1883' } } } })), [
+    'ingest.broker.tls.listen: the plain listener already uses "127.0.0.1:1883"'
+  ])
+  t.strictSame(errorsOf(t, withKeys({ ingest: { broker: { tls: { listen: '127.0.0.1:8883', cert: '', kee: '/k' } } } })), [
+    'ingest.broker.tls.cert: expected at least 1 character, got an empty string',
+    'ingest.broker.tls.key: required',
+    'ingest.broker.tls.kee: unknown key (did you mean "key"?)'
+  ])
+  // Encryption says nothing about who may publish: the loopback rule covers the TLS listener too.
+  for (const listen of ['0.0.0.0:8883', '[::]:8883', '192.168.1.10:8883']) {
+    t.strictSame(errorsOf(t, withKeys({ ingest: { broker: { tls: { ...tls, listen } } } })), [
+      `ingest.broker.tls.listen: "${listen}" is not a loopback address and the broker has no users: anyone on the network could publish readings. Add ingest.broker.users (hashes from \`sluice hash-password\`) or ingest.broker.passwordFile, or set ingest.broker.allowAnonymous: true to accept anyone`
+    ], listen)
+    t.equal(validateConfig(withKeys({ ingest: { broker: { tls: { ...tls, listen }, allowAnonymous: true } } })).ingest.broker.allowAnonymous, true, `${listen} with allowAnonymous`)
+  }
 })
 
 t.test('ingest.broker.enabled: false leaves no ingest', async (t) => {
@@ -309,7 +346,6 @@ t.test('required keys', async (t) => {
 
 // Every key of SPEC section 4 that is not built yet, with a value of the right type.
 const notYet: Array<[string, Record<string, Record<string, unknown>>, string]> = [
-  ['ingest.broker.tls', { ingest: { broker: { tls: { listen: '0.0.0.0:8883', cert: '/c.pem', key: '/k.pem' } } } }, 'broker TLS'],
   ['ingest.broker.maxPayload', { ingest: { broker: { maxPayload: '64KiB' } } }, 'broker limits'],
   ['ingest.broker.maxClients', { ingest: { broker: { maxClients: 1000 } } }, 'broker limits'],
 ]

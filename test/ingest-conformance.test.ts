@@ -1,13 +1,16 @@
 /**
  * The ingest conformance suite (test/conformance/ingest.ts) run once per IngestAdapter: the
- * embedded aedes broker, the subscription to a local broker (a real mosquitto), and the gateway's
+ * embedded aedes broker (its sensors on the plain listener, and on the TLS one), the subscription to a local broker (a real mosquitto), and the gateway's
  * own health readings.
  */
 import t, { type Test } from 'tap'
 import { join } from 'node:path'
-import { connect, type MqttClient } from 'mqtt'
+import { readFileSync } from 'node:fs'
+import { connect, type IClientOptions, type MqttClient } from 'mqtt'
 import type { ReadingSink } from '../adapters/contract.js'
 import { BrokerAdapter } from '../adapters/broker.js'
+import { readTlsFiles } from '../adapters/broker-tls.js'
+import { makeCerts } from './helpers/certs.js'
 import { SubscribeAdapter } from '../adapters/subscribe.js'
 import { deliveryFileName, fileDeliveryStore } from '../adapters/subscribe-deliveries.js'
 import { HEALTH_TOPIC, SystemAdapter } from '../adapters/system.js'
@@ -19,8 +22,8 @@ import { type Acknowledgement, type IngestHarness, ingestConformance } from './c
 const logger = createLogger('silent')
 
 /** A real MQTT.js client on `url`, ended at teardown; rejects when it cannot connect. */
-async function connectClient (t: Test, url: string): Promise<MqttClient> {
-  const client = connect(url, { clientId: `sensor-${Math.random().toString(16).slice(2, 10)}`, reconnectPeriod: 0, connectTimeout: 5000 })
+async function connectClient (t: Test, url: string, options: IClientOptions = {}): Promise<MqttClient> {
+  const client = connect(url, { clientId: `sensor-${Math.random().toString(16).slice(2, 10)}`, reconnectPeriod: 0, connectTimeout: 5000, ...options })
   client.on('error', () => {}) // a refused sensor's connection is closed by the broker: expected here
   t.teardown(async () => { await client.endAsync(true) })
   await new Promise<void>((resolve, reject) => {
@@ -59,19 +62,33 @@ function pubackOf (publish: Promise<unknown>): Acknowledgement {
   }
 }
 
-const brokerHarness: IngestHarness = {
+/** The embedded broker, its sensors on the plain listener or (tls) on the TLS listener alone. */
+const brokerHarness = (tls: boolean): IngestHarness => ({
   name: 'broker',
   source: 'sensors',
   build: async (t, sink) => {
-    const adapter = new BrokerAdapter({ listen: { host: '127.0.0.1', port: 0 }, topics: ['sensors/#'], sink, logger })
-    const url = (): string => `mqtt://127.0.0.1:${adapter.address().port}`
+    const listen = { host: '127.0.0.1', port: 0 }
+    let adapter: BrokerAdapter
+    let url: () => string
+    let options: IClientOptions = {}
+    if (tls) {
+      const certs = await makeCerts(t.testdir())
+      const files = { cert: certs.serverCert, key: certs.serverKey }
+      const tlsOptions = { ...files, listen, requireClientCert: false, useIdentityAsUsername: false }
+      adapter = new BrokerAdapter({ listen: null, tls: { options: tlsOptions, material: await readTlsFiles(files) }, topics: ['sensors/#'], sink, logger })
+      url = () => `mqtts://localhost:${adapter.tlsAddress()?.port ?? 0}`
+      options = { ca: readFileSync(certs.ca) }
+    } else {
+      adapter = new BrokerAdapter({ listen, topics: ['sensors/#'], sink, logger })
+      url = () => `mqtt://127.0.0.1:${adapter.address().port}`
+    }
     let witness: MqttClient | null = null
     return {
       adapter,
       source: {
         kind: 'sensors',
         connect: async (t) => {
-          const client = await connectClient(t, url())
+          const client = await connectClient(t, url(), options)
           return {
             client,
             refusedAs: client.options.clientId ?? null,
@@ -80,13 +97,13 @@ const brokerHarness: IngestHarness = {
         },
         // Another client's round trip through aedes, on a topic it does not forward.
         settle: async () => {
-          witness ??= await connectClient(t, url()).catch(() => null)
+          witness ??= await connectClient(t, url(), options).catch(() => null)
           if (witness !== null) await roundTrip(witness, 'conformance/settle')
         }
       }
     }
   }
-}
+})
 
 function escape (text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
@@ -206,6 +223,12 @@ const systemHarness: IngestHarness = {
   }
 }
 
-for (const harness of [brokerHarness, subscribeHarness, systemHarness]) {
-  t.test(`ingest adapter: ${harness.name}`, async (t) => { ingestConformance(t, harness) })
+const harnesses: Array<[string, IngestHarness]> = [
+  ['broker', brokerHarness(false)],
+  ['broker over TLS', brokerHarness(true)],
+  ['subscribe', subscribeHarness],
+  ['system', systemHarness]
+]
+for (const [title, harness] of harnesses) {
+  t.test(`ingest adapter: ${title}`, async (t) => { ingestConformance(t, harness) })
 }

@@ -32,11 +32,11 @@ async function selfSigned (dir: string, name: string, subject: string): Promise<
     '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'])
 }
 
-async function signed (dir: string, name: string, subject: string, extensions: string): Promise<void> {
+async function signed (dir: string, name: string, subject: string, extensions: string, ca = 'ca'): Promise<void> {
   await openssl(dir, ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
     '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', subject])
   writeFileSync(join(dir, `${name}.ext`), extensions)
-  await openssl(dir, ['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial',
+  await openssl(dir, ['x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}.pem`, '-CAkey', `${ca}.key`, '-CAcreateserial',
     '-out', `${name}.pem`, '-days', '2', '-extfile', `${name}.ext`])
 }
 
@@ -55,4 +55,18 @@ export async function makeCerts (dir: string): Promise<TestCerts> {
     clientKey: join(dir, 'client.key'),
     otherCa: join(dir, 'other-ca.pem')
   }
+}
+
+/**
+ * One more certificate with a fresh key, in a directory `makeCerts` filled: a renewed server
+ * certificate (signed by `ca`, the same names), or a client certificate with subject `cn` signed
+ * by `ca` or by `other-ca` (a CA the server does not trust). Returns the PEM paths.
+ */
+export async function extraCert (dir: string, name: string, kind: { server: true } | { client: string }, ca: 'ca' | 'other-ca' = 'ca'): Promise<{ cert: string, key: string }> {
+  if ('server' in kind) {
+    await signed(dir, name, '/CN=localhost', 'subjectAltName=DNS:localhost,DNS:broker.test,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n', ca)
+  } else {
+    await signed(dir, name, `/CN=${kind.client}`, 'extendedKeyUsage=clientAuth\n', ca)
+  }
+  return { cert: join(dir, `${name}.pem`), key: join(dir, `${name}.key`) }
 }
