@@ -249,3 +249,35 @@ t.test('TLS files are read at start: a missing, non-PEM or mismatched one is a c
   })
   t.notOk(existsSync(bufferPath), 'the buffer was not created')
 })
+
+t.test('useIdentityAsUsername: the certificate\'s CN is the user, with that user\'s ACL and no password', async (t) => {
+  const root = t.testdir()
+  const certs = await makeCerts(root)
+  const sensor = await extraCert(root, 'sensor7', { client: 'sensor-7' })
+  const unknown = await extraCert(root, 'intruder', { client: 'not-a-user' })
+  const gateway = await startGateway(t, {
+    upstreamUrl: 'mqtt://127.0.0.1:9',
+    bufferPath: join(root, 'buffer'),
+    broker: {
+      tls: { listen: '127.0.0.1:0', cert: certs.serverCert, key: certs.serverKey, ca: certs.ca, requireClientCert: true, useIdentityAsUsername: true },
+      // no passwordHash: this user can only come in with its certificate
+      users: [{ username: 'sensor-7', publish: ['sensors/{username}/#'] }]
+    }
+  })
+  const url = `mqtts://localhost:${tlsPortOf(gateway)}`
+  const ca = readFileSync(certs.ca)
+
+  const good = await mqttClient(t, url, { ca, cert: readFileSync(sensor.cert), key: readFileSync(sensor.key) })
+  t.equal(good.outcome, 'connected', 'the certificate of a configured user: in, without a password')
+  await publish(good.client, 'sensors/sensor-7/temp', '21')
+  t.equal(gateway.stats().ingested.broker, 1, 'its own topic is allowed by {username}')
+  const closed = new Promise<void>((resolve) => { good.client.once('close', () => { resolve() }) })
+  good.client.publish('sensors/sensor-8/temp', '22', { qos: 1 })
+  await closed
+  t.equal(gateway.stats().ingested.broker, 1, 'another sensor\'s topic: refused by the ACL, connection closed')
+  t.equal(gateway.stats().refused.acl, 1)
+
+  const stranger = await mqttClient(t, url, { ca, cert: readFileSync(unknown.cert), key: readFileSync(unknown.key) })
+  t.match(stranger.outcome, /Not authorized|closed/, `a certificate whose CN is no user: refused (${stranger.outcome})`)
+  t.equal(gateway.stats().refused.auth, 1)
+})
