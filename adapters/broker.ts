@@ -4,6 +4,7 @@ import { Aedes, type Client, type PublishPacket } from 'aedes'
 import type { Logger } from 'pino'
 import type { IngestAdapter, IngestAdapterEvents, ReadingSink, RefusalReason } from './contract.js'
 import { badTopicReason, forwardedTopics } from './topics.js'
+import { BrokerGuard, BrokerRefusal, type BrokerLimits, type RefusalNotice } from './broker-guard.js'
 
 export interface BrokerAdapterOptions {
   listen: { host: string, port: number }
@@ -12,6 +13,9 @@ export interface BrokerAdapterOptions {
   sink: ReadingSink
   logger: Logger
   clock?: () => number
+  limits: BrokerLimits
+  /** monotonic milliseconds for the connection-rate limit; injectable so tests decide the time */
+  now?: () => number
 }
 
 type Status = 'new' | 'opening' | 'open' | 'closing' | 'closed'
@@ -30,6 +34,7 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
   private readonly isForwarded: (topic: string) => boolean
   private readonly clock: () => number
   private readonly warned = new Set<string>()
+  private readonly guard: BrokerGuard
   private aedes: Aedes | null = null
   private server: Server | null = null
   private status: Status = 'new'
@@ -40,18 +45,24 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
     this.options = options
     this.isForwarded = forwardedTopics(options.topics)
     this.clock = options.clock ?? Date.now
+    this.guard = new BrokerGuard(options.limits, (notice) => { this.guardRefused(notice) }, options.now)
   }
 
   async start (): Promise<void> {
     if (this.status !== 'new') throw new Error(`the broker adapter cannot start when ${this.status}`)
     this.status = 'opening'
     const aedes = await Aedes.createBroker({
-      authorizePublish: (client, packet, callback) => { this.authorizePublish(client, packet, callback) }
+      authorizePublish: (client, packet, callback) => { this.authorizePublish(client, packet, callback) },
+      preConnect: (client, packet, callback) => { callback(null, this.guard.preConnect(aedes, client, packet)) },
+      authorizeForward: (client, packet) => this.guard.authorizeForward(client, packet),
+      // the guard's own connect timeout closes first; aedes's stays as a backstop
+      connectTimeout: this.options.limits.connectTimeoutMs * 2
     })
-    aedes.on('clientError', (client, err) => { this.warnOnce(client.id, 'client error, connection closed', err) })
-    aedes.on('connectionError', (client, err) => { this.warnOnce(client?.id ?? null, 'connection error', err) })
+    aedes.on('clientError', (client, err) => { this.clientFailed(client, err) })
+    aedes.on('connectionError', (client, err) => { this.clientFailed(client, err) })
     this.aedes = aedes
-    const server = createServer((socket) => { aedes.handle(socket) })
+    const server = createServer((socket) => { this.guard.accept(socket, (s) => aedes.handle(s)) })
+    this.guard.protect(server)
     this.server = server
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
@@ -71,7 +82,21 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
 
   describe (): Record<string, unknown> {
     const { host, port } = this.address()
-    return { listen: `${host}:${port}`, clients: this.aedes?.connectedClients ?? 0 }
+    return { listen: `${host}:${port}`, clients: this.aedes?.connectedClients ?? 0, subscriberDrops: this.guard.subscriberDrops }
+  }
+
+  /** A client's connection failed: a protocol error is counted (`malformed`); every one is logged once. */
+  private clientFailed (client: Client, err: Error): void {
+    const clientId = client.id ?? null
+    const reason = this.guard.classify(client.conn, err)
+    if (reason !== null) this.emit('refused', reason, clientId)
+    this.warnOnce(clientId, reason === null ? 'connection closed' : `connection closed: ${reason}`, err)
+  }
+
+  /** The guard closed a socket or refused a CONNECT: counted, and logged once per address and reason. */
+  private guardRefused (notice: RefusalNotice): void {
+    this.emit('refused', notice.reason, notice.clientId)
+    this.warnOnce(notice.clientId, `connection refused: ${notice.reason}`, new Error(notice.message), notice.address)
   }
 
   private authorizePublish (client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void): void {
@@ -79,6 +104,8 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
     if (client === null) return callback(null)
     const bad = badTopicReason(packet.topic)
     if (bad !== null) return this.refuse(client, 'bad-topic', `topic refused: ${bad}`, callback)
+    const tooLarge = this.guard.payloadProblem(packet.payload)
+    if (tooLarge !== null) return this.refuse(client, 'too-large', tooLarge, callback)
     if (!this.isForwarded(packet.topic)) return callback(null)
     let durable: Promise<void>
     try {
@@ -105,16 +132,16 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
   private refuse (client: Client, reason: RefusalReason, message: string, callback: (error: Error) => void): void {
     this.emit('refused', reason, client.id)
     this.warnOnce(client.id, message)
-    callback(new Error(message))
+    callback(new BrokerRefusal(reason, message))
   }
 
   /** Logs a fault once per client and message, so one misbehaving sensor cannot flood the log. */
-  private warnOnce (clientId: string | null, message: string, err?: Error): void {
-    const key = `${clientId ?? ''}\0${message}`
+  private warnOnce (clientId: string | null, message: string, err?: Error, address?: string): void {
+    const key = `${clientId ?? ''}\0${address ?? ''}\0${message}`
     if (this.warned.has(key)) return
     if (this.warned.size >= 10_000) this.warned.clear()
     this.warned.add(key)
-    this.options.logger.warn({ clientId, err: err?.message }, message)
+    this.options.logger.warn({ clientId, address, err: err?.message }, message)
   }
 
   async close (): Promise<void> {

@@ -42,7 +42,15 @@ export interface IngestAdapterEvents {
   refused: [reason: RefusalReason, clientId: string | null]
 }
 
-export type RefusalReason = 'bad-topic' | 'buffer-unavailable' | 'malformed'
+/**
+ * Why a sensor's connection, CONNECT or publish was refused; `/metrics` and `sluice status` show
+ * a count for each, at 0 before the first.
+ */
+export const REFUSAL_REASONS = [
+  'auth', 'acl', 'too-large', 'rate', 'timeout', 'bad-topic', 'malformed', 'max-clients', 'buffer-unavailable'
+] as const
+
+export type RefusalReason = typeof REFUSAL_REASONS[number]
 
 /** Something that receives readings from sensors and puts them into a ReadingSink. */
 export interface IngestAdapter extends EventEmitter<IngestAdapterEvents> {

@@ -301,7 +301,11 @@ export function formatStatus (r: StatusReport): string {
 }
 
 function describeIngest (a: Record<string, unknown> & { name: string }): string {
-  if (a.name === 'broker') return `broker on ${String(a.listen)} (${count(Number(a.clients ?? 0))} clients)`
+  if (a.name === 'broker') {
+    const drops = Number(a.subscriberDrops ?? 0)
+    return `broker on ${String(a.listen)} (${count(Number(a.clients ?? 0))} sensors connected` +
+      (drops > 0 ? `, ${count(drops)} messages dropped for slow local subscribers)` : ')')
+  }
   if (a.name === 'system') return `health readings every ${duration(Number(a.intervalMs) / 1000)}`
   const { name, ...rest } = a
   return `${name} ${JSON.stringify(rest)}`
