@@ -63,7 +63,7 @@ const brokerHarness: IngestHarness = {
   name: 'broker',
   source: 'sensors',
   build: async (t, sink) => {
-    const limits = { maxPayload: 65_536, maxClients: 1000, connectTimeoutMs: 10_000, connectRate: 10, connectBurst: 100, maxQueuedBytes: 1_048_576 }
+    const limits = { maxPayload: 1_048_576, maxClients: 1000, connectTimeoutMs: 10_000, connectRate: 10, connectBurst: 100, maxQueuedBytes: 1_048_576 }
     const adapter = new BrokerAdapter({ listen: { host: '127.0.0.1', port: 0 }, topics: ['sensors/#'], sink, logger, limits })
     const url = (): string => `mqtt://127.0.0.1:${adapter.address().port}`
     let witness: MqttClient | null = null
