@@ -85,10 +85,19 @@ function attackerAddress (): string {
   return `127.0.${n >> 8}.${n & 255}`
 }
 
-interface Tally { connections: number, packets: number }
+interface Tally {
+  connections: number
+  packets: number
+  /** connections that declared a huge length, and how many of those the daemon closed itself */
+  huge: number
+  hugeClosed: number
+}
 
-/** Opens a socket from `localAddress`, writes `chunks` (spaced by `gapMs`), then closes it after `holdMs`. */
-async function attack (port: number, localAddress: string, chunks: Buffer[], holdMs: number, tally: Tally, open: Set<Socket>): Promise<void> {
+/**
+ * Opens a socket from `localAddress`, writes `chunks`, then closes it after `holdMs` unless the
+ * daemon closed it first; resolves true when the daemon did.
+ */
+async function attack (port: number, localAddress: string, chunks: Buffer[], holdMs: number, tally: Tally, open: Set<Socket>): Promise<boolean> {
   tally.connections++
   const socket = connectSocket({ port, host: '127.0.0.1', localAddress })
   open.add(socket)
@@ -101,13 +110,15 @@ async function attack (port: number, localAddress: string, chunks: Buffer[], hol
     socket.write(chunk)
     tally.packets++
   }
-  const timer = setTimeout(() => { socket.destroy() }, holdMs)
+  let ours = false
+  const timer = setTimeout(() => { ours = true; socket.destroy() }, holdMs)
   await closed
   clearTimeout(timer)
   open.delete(socket)
+  return !ours
 }
 
-function scenario (port: number, tally: Tally, open: Set<Socket>): Promise<void> {
+async function scenario (port: number, tally: Tally, open: Set<Socket>): Promise<unknown> {
   const from = attackerAddress()
   switch (int(7)) {
     case 0: // valid CONNECT, then a long run of valid packets with a mutated one somewhere
@@ -124,13 +135,15 @@ function scenario (port: number, tally: Tally, open: Set<Socket>): Promise<void>
       const header = Buffer.from([pick([0x10, 0x30, 0x32, 0x82]), 0xff, 0xff, 0xff, 0x7f])
       // 1 MiB of the body follows: what a broker without a packet limit would buffer
       const body = Array.from({ length: 16 }, () => Buffer.alloc(65_536, int(256)))
-      return attack(port, from, int(2) === 0 ? [header, ...body] : [connectPacket(), header, ...body], 2000, tally, open)
+      tally.huge++
+      if (await attack(port, from, int(2) === 0 ? [header, ...body] : [connectPacket(), header, ...body], 2000, tally, open)) tally.hugeClosed++
+      return
     }
     case 5: // half-open: a CONNECT cut short, held until the daemon gives up on it
       return attack(port, from, [connectPacket().subarray(0, 1 + int(10))], 5000, tally, open)
     default: { // a flood from one address: the rate limit answers most of it
       const flooder = '127.1.0.1'
-      return Promise.all(Array.from({ length: 30 }, () => attack(port, flooder, [connectPacket()], 50, tally, open))).then(() => {})
+      return await Promise.all(Array.from({ length: 30 }, async () => await attack(port, flooder, [connectPacket()], 50, tally, open)))
     }
   }
 }
@@ -162,7 +175,7 @@ t.test(`fuzz the embedded broker for ${SECONDS} s while a good sensor publishes`
   const pid = daemon.child.pid ?? 0
   const sensor = await startSensors(t, `mqtt://127.0.0.1:${port}`, { count: 1, inflight: 5, topic: () => 'sensors/good/temp' })
 
-  const tally: Tally = { connections: 0, packets: 0 }
+  const tally: Tally = { connections: 0, packets: 0, huge: 0, hugeClosed: 0 }
   const open = new Set<Socket>()
   t.teardown(() => { for (const s of open) s.destroy() })
   await sensor.waitForAcked(500)
@@ -179,6 +192,7 @@ t.test(`fuzz the embedded broker for ${SECONDS} s while a good sensor publishes`
   t.comment(`${tally.connections} hostile connections, ${tally.packets} packets written; RSS ${(baseRss / 2 ** 20).toFixed(0)} MB before, peak ${(peakRss / 2 ** 20).toFixed(0)} MB`)
   t.ok(tally.packets >= Math.min(10_000, SECONDS * 300), `tens of thousands of packets (${tally.packets})`)
 
+  t.equal(tally.hugeClosed, tally.huge, `the daemon closed every connection that declared a huge length itself (${tally.hugeClosed} of ${tally.huge}), without waiting for the body`)
   t.equal(daemon.child.exitCode, null, 'the daemon is still running')
   t.ok(peakRss < RSS_BOUND, `RSS stayed under ${RSS_BOUND / 2 ** 20} MB (peak ${(peakRss / 2 ** 20).toFixed(0)} MB)`)
   const during = sensor.acked.size
