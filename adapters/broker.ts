@@ -10,6 +10,7 @@ import { BrokerTlsListener, certificateUsername, type BrokerTlsOptions, type Cer
 
 /** A refused CONNECT is logged at most this often per client address. */
 const AUTH_LOG_WINDOW_MS = 60_000
+import { BrokerGuard, BrokerRefusal, DEFAULT_LIMITS, type BrokerLimits, type RefusalNotice } from './broker-guard.js'
 
 export interface BrokerAdapterOptions {
   /** the plain listener; null: none (TLS only) */
@@ -23,6 +24,10 @@ export interface BrokerAdapterOptions {
   clock?: () => number
   /** users, ACLs and the anonymous policy; default: anonymous clients only, allowed everything */
   access?: AccessPolicyInput
+  /** default: the config's defaults (DEFAULT_LIMITS) */
+  limits?: BrokerLimits
+  /** monotonic milliseconds for the connection-rate limit; injectable so tests decide the time */
+  now?: () => number
 }
 
 type Status = 'new' | 'opening' | 'open' | 'closing' | 'closed'
@@ -44,6 +49,7 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
   private readonly access: BrokerAccess
   private readonly sessions = new WeakMap<Client, Session>()
   private readonly authLog: PerKeyLogLimit
+  private readonly guard: BrokerGuard
   private aedes: Aedes | null = null
   private server: Server | null = null
   private tls: BrokerTlsListener | null = null
@@ -57,6 +63,7 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
     this.clock = options.clock ?? Date.now
     this.access = new BrokerAccess(options.access ?? { users: [], allowAnonymous: false, anonymous: {} })
     this.authLog = new PerKeyLogLimit(AUTH_LOG_WINDOW_MS, this.clock)
+    this.guard = new BrokerGuard(options.limits ?? DEFAULT_LIMITS, (notice) => { this.guardRefused(notice) }, options.now)
   }
 
   /** New users and ACLs (SIGHUP): connected clients stay, and are checked against them from now on. */
@@ -70,14 +77,19 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
     const aedes = await Aedes.createBroker({
       authenticate: (client, username, password, done) => { this.authenticate(client, username ?? null, password ?? null, done) },
       authorizePublish: (client, packet, callback) => { this.authorizePublish(client, packet, callback) },
-      authorizeSubscribe: (client, subscription, callback) => { this.authorizeSubscribe(client, subscription, callback) }
+      authorizeSubscribe: (client, subscription, callback) => { this.authorizeSubscribe(client, subscription, callback) },
+      preConnect: (client, packet, callback) => { callback(null, this.guard.preConnect(aedes, client, packet)) },
+      authorizeForward: (client, packet) => this.guard.authorizeForward(client, packet),
+      // the guard's own connect timeout closes first; aedes's stays as a backstop
+      connectTimeout: (this.options.limits ?? DEFAULT_LIMITS).connectTimeoutMs * 2
     })
-    aedes.on('clientError', (client, err) => { this.warnOnce(client.id, 'client error, connection closed', err) })
-    aedes.on('connectionError', (client, err) => { this.warnOnce(client?.id ?? null, 'connection error', err) })
+    aedes.on('clientError', (client, err) => { this.clientFailed(client, err) })
+    aedes.on('connectionError', (client, err) => { this.clientFailed(client, err) })
     this.aedes = aedes
     const { listen, tls } = this.options
     if (listen !== null) {
-      const server = createServer((socket) => { aedes.handle(socket) })
+      const server = createServer((socket) => { this.guard.accept(socket, (s) => { aedes.handle(s) }) })
+      this.guard.protect(server)
       this.server = server
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject)
@@ -89,7 +101,8 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
     }
     if (tls !== undefined) {
       this.tls = await BrokerTlsListener.listen(tls.options, tls.material, {
-        connection: (socket) => { aedes.handle(socket) },
+        // the same guard as the plain listener, on the decrypted stream
+        connection: (socket) => { this.guard.accept(socket, (s) => { aedes.handle(s) }) },
         handshakeError: (err, address) => { this.handshakeFailed(err, address) }
       })
     }
@@ -121,7 +134,7 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
   describe (): Record<string, unknown> {
     const show = (a: { host: string, port: number }): string => a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`
     const tls = this.tls === null ? {} : { tls: show(this.tls.address()), certificate: this.tls.certificate }
-    return { listen: this.options.listen === null ? null : show(this.address()), ...tls, clients: this.aedes?.connectedClients ?? 0 }
+    return { listen: this.options.listen === null ? null : show(this.address()), ...tls, clients: this.aedes?.connectedClients ?? 0, subscriberDrops: this.guard.subscriberDrops }
   }
 
   private authenticate (client: Client, username: string | null, password: Buffer | null, done: (error: AuthenticateError | null, success: boolean | null) => void): void {
@@ -136,11 +149,11 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
       if (this.authLog.take(remoteAddress ?? '')) {
         this.options.logger.warn({ address: remoteAddress, clientId: client.id, username, returnCode: outcome.returnCode }, `connection refused: ${outcome.why}`)
       }
-      done(Object.assign(new Error(outcome.why), { returnCode: outcome.returnCode }), false)
+      done(Object.assign(new BrokerRefusal('auth', outcome.why), { returnCode: outcome.returnCode }), false)
     }, (err: Error) => {
       // Only a broken scrypt call gets here; refuse rather than let the client in.
       this.options.logger.error({ err: err.message, clientId: client.id }, 'password check failed')
-      done(Object.assign(new Error('password check failed'), { returnCode: 3 as const }), false)
+      done(Object.assign(new BrokerRefusal('auth', 'password check failed'), { returnCode: 3 as const }), false)
     })
   }
 
@@ -159,6 +172,20 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
     callback(null, null)
   }
 
+  /** A client's connection failed: a protocol error is counted (`malformed`); every one is logged once. */
+  private clientFailed (client: Client, err: Error): void {
+    const clientId = client.id ?? null
+    const reason = this.guard.classify(client.conn, err)
+    if (reason !== null) this.emit('refused', reason, clientId)
+    this.warnOnce(clientId, reason === null ? 'connection closed' : `connection closed: ${reason}`, err)
+  }
+
+  /** The guard closed a socket or refused a CONNECT: counted, and logged once per address and reason. */
+  private guardRefused (notice: RefusalNotice): void {
+    this.emit('refused', notice.reason, notice.clientId)
+    this.warnOnce(notice.clientId, `connection refused: ${notice.reason}`, new Error(notice.message), notice.address)
+  }
+
   private authorizePublish (client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void): void {
     // Publishes sluice makes itself (client null) are not sensor readings.
     if (client === null) return callback(null)
@@ -169,6 +196,8 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
     }
     const bad = badTopicReason(packet.topic)
     if (bad !== null) return this.refuse(client, 'bad-topic', `topic refused: ${bad}`, callback)
+    const tooLarge = this.guard.payloadProblem(packet.payload)
+    if (tooLarge !== null) return this.refuse(client, 'too-large', tooLarge, callback)
     if (!this.isForwarded(packet.topic)) return callback(null)
     let durable: Promise<void>
     try {
@@ -195,7 +224,7 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
   private refuse (client: Client, reason: RefusalReason, message: string, callback: (error: Error) => void): void {
     this.emit('refused', reason, client.id)
     this.warnOnce(client.id, message)
-    callback(new Error(message))
+    callback(new BrokerRefusal(reason, message))
   }
 
   /**
@@ -215,12 +244,12 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
   }
 
   /** Logs a fault once per client and message, so one misbehaving sensor cannot flood the log. */
-  private warnOnce (clientId: string | null, message: string, err?: Error): void {
-    const key = `${clientId ?? ''}\0${message}`
+  private warnOnce (clientId: string | null, message: string, err?: Error, address?: string): void {
+    const key = `${clientId ?? ''}\0${address ?? ''}\0${message}`
     if (this.warned.has(key)) return
     if (this.warned.size >= 10_000) this.warned.clear()
     this.warned.add(key)
-    this.options.logger.warn({ clientId, err: err?.message }, message)
+    this.options.logger.warn({ clientId, address, err: err?.message }, message)
   }
 
   async close (): Promise<void> {

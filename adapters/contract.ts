@@ -43,11 +43,14 @@ export interface IngestAdapterEvents {
 }
 
 /**
- * Why a client, a publish or a subscription was refused: `auth` a CONNECT (bad user name or
- * password, or anonymous where it is not allowed), `acl` a publish or subscription outside the
- * client's ACL.
+ * Why a sensor's connection, CONNECT or publish was refused; `/metrics` and `sluice status` show
+ * a count for each, at 0 before the first.
  */
-export type RefusalReason = 'bad-topic' | 'buffer-unavailable' | 'malformed' | 'auth' | 'acl'
+export const REFUSAL_REASONS = [
+  'auth', 'acl', 'too-large', 'rate', 'timeout', 'bad-topic', 'malformed', 'max-clients', 'buffer-unavailable'
+] as const
+
+export type RefusalReason = typeof REFUSAL_REASONS[number]
 
 /** Something that receives readings from sensors and puts them into a ReadingSink. */
 export interface IngestAdapter extends EventEmitter<IngestAdapterEvents> {

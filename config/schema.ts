@@ -169,12 +169,33 @@ const broker = section(
     anonymous: z
       .strictObject({ publish: aclList('publish to'), subscribe: aclList('subscribe to') })
       .default(() => ({}))
-      .describe('The ACL of clients that connect without a user name. Default: everything.')
+      .describe('The ACL of clients that connect without a user name. Default: everything.'),
     // -- end broker users and ACLs
+    // -- broker limits: each refusal is counted in /metrics and `sluice status`
+    maxPayload: size()
+      // the largest MQTT packet is 256 MiB - 1 [MQTT-2.2.3]; a PUBLISH also holds its topic
+      .refine((bytes) => bytes >= 1 && bytes <= 268_435_455 - 65_539, { error: 'must be from 1 byte to 255MiB' })
+      .prefault('64KiB')
+      .describe('Largest payload a sensor may publish, in bytes or with a unit ("64KiB"). A bigger publish closes the sensor\'s connection (counted "too-large"); a packet declaring a length over it (plus room for the longest topic) is refused from its first bytes.'),
+    maxClients: integer(1)
+      .default(1000)
+      .describe('Most sensors connected at once; the next CONNECT is answered CONNACK 0x03 (server unavailable) and counted "max-clients".'),
+    connectTimeout: positiveDuration()
+      .prefault('10s')
+      .describe('A connection that has not sent its whole CONNECT packet by then is closed (counted "timeout"), in milliseconds or with a unit ("10s").'),
+    maxConnectRate: z.number()
+      .min(0)
+      .default(10)
+      .describe('New connections per second one client address may open, after connectBurst (counted "rate"); 0: no limit.'),
+    connectBurst: integer(1)
+      .default(100)
+      .describe('New connections one client address may open at once before maxConnectRate applies (sensors behind one NAT reconnecting together after a Wi-Fi outage).'),
+    maxQueuedBytes: size()
+      .refine((bytes) => bytes >= 1, { error: 'must be at least 1 byte' })
+      .prefault('1MiB')
+      .describe('Bytes waiting to be sent to one local subscriber, in bytes or with a unit ("1MiB"): past it, messages for that subscriber are dropped (counted) so a slow subscriber cannot grow sluice\'s memory. Readings are forwarded upstream all the same.')
   },
   {
-    maxPayload: later(size(), 'broker limits', 'Largest payload a sensor may publish, in bytes or with a unit ("64KiB").'),
-    maxClients: later(integer(1), 'broker limits', 'Most sensors connected at once.')
   },
   (value, ctx) => {
     const tls = isRecord(value.tls) ? value.tls : undefined

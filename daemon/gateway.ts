@@ -1,8 +1,9 @@
 import type { Logger } from 'pino'
 import { ConfigError, formatListen, type SluiceConfig } from '../config/index.js'
 import { type BufferHealth, DurableLog, type RecoveryReport, readingSeqAtOrBefore } from '../buffer/index.js'
-import type { IngestAdapter, ReadingSink, RefusalReason, UpstreamFormat } from '../adapters/contract.js'
+import { REFUSAL_REASONS, type IngestAdapter, type ReadingSink, type RefusalReason, type UpstreamFormat } from '../adapters/contract.js'
 import { BrokerAdapter } from '../adapters/broker.js'
+import type { BrokerLimits } from '../adapters/broker-guard.js'
 // -- subscribe adapter (issue 4)
 import { join } from 'node:path'
 import { SubscribeAdapter } from '../adapters/subscribe.js'
@@ -104,7 +105,7 @@ export class Gateway {
   private readonly ingested: Record<string, number> = {}
   private system: SystemAdapter | null = null
   private admin: AdminServer | null = null
-  private readonly refused: Record<RefusalReason, number> = { 'bad-topic': 0, 'buffer-unavailable': 0, malformed: 0, auth: 0, acl: 0 }
+  private readonly refused = Object.fromEntries(REFUSAL_REASONS.map((r) => [r, 0])) as Record<RefusalReason, number>
   /** what was done about a damaged buffer since start, at open or while running (issue 3), oldest first */
   readonly recoveries: Array<RecoveryReport & { at: number }> = []
   private _status: GatewayStatus = 'opening'
@@ -147,7 +148,8 @@ export class Gateway {
         sink: this.sinkFor('broker'),
         logger: logger.child({ part: 'broker' }),
         clock: context.clock,
-        access: brokerAccess
+        access: brokerAccess,
+        limits: brokerLimits(config.ingest.broker)
       })
       : null
     this.ingest = this.broker === null ? [] : [this.broker]
@@ -579,4 +581,16 @@ function watchBuffer (log: DurableLog, logger: Logger): void {
     child.warn({ reason: info.reason, from: info.from, to: info.to, total: log.dropped[info.reason] },
       `readings dropped (${info.reason}); each drop is announced upstream by a gap event`)
   })
+}
+
+/** The embedded broker's limits, from its config section. */
+function brokerLimits (broker: SluiceConfig['ingest']['broker']): BrokerLimits {
+  return {
+    maxPayload: broker.maxPayload,
+    maxClients: broker.maxClients,
+    connectTimeoutMs: broker.connectTimeout,
+    connectRate: broker.maxConnectRate,
+    connectBurst: broker.connectBurst,
+    maxQueuedBytes: broker.maxQueuedBytes
+  }
 }

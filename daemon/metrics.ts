@@ -98,6 +98,8 @@ export class GatewayMetrics {
       ready: gauge('sluice_ready', '1 when the gateway accepts readings (what /readyz answers), else 0.'),
       ingested: counter('sluice_ingested_readings_total', 'Readings written to the buffer (each given a seq), by ingest adapter.', ['adapter']),
       refused: counter('sluice_refused_total', 'Clients, publishes and subscriptions refused at ingest, by reason: a refused publish closes the client\'s connection; auth is a refused CONNECT, acl a publish (connection closed) or subscription (SUBACK 0x80) outside the client\'s ACL.', ['reason']),
+      sensors: gauge('sluice_broker_connected_sensors', 'Sensors connected to the embedded broker.'),
+      subscriberDrops: counter('sluice_broker_subscriber_dropped_total', 'Messages not delivered to a local subscriber of the embedded broker whose outgoing queue was full (ingest.broker.maxQueuedBytes).'),
       dropped: counter('sluice_dropped_readings_total', 'Buffered readings dropped without reaching the upstream, by reason; each drop is announced upstream by a gap event.', ['reason']),
       published: counter('sluice_upstream_published_messages_total', 'Messages published upstream, first sends and resends.'),
       acknowledged: counter('sluice_upstream_acknowledged_readings_total', 'Readings the upstream acknowledged (PUBACK) and the buffer then removed.'),
@@ -156,6 +158,9 @@ export class GatewayMetrics {
     m.ready.set(report.ready ? 1 : 0)
     setTotals(m.ingested, 'adapter', report.totals.ingested)
     setTotals(m.refused, 'reason', report.totals.refused)
+    const broker = report.ingest.find((a) => a.name === 'broker')
+    m.sensors.set(Number(broker?.clients ?? 0))
+    setTotal(m.subscriberDrops, Number(broker?.subscriberDrops ?? 0))
     setTotals(m.dropped, 'reason', report.totals.dropped)
     setTotal(m.published, report.totals.published)
     setTotal(m.acknowledged, report.totals.forwarded)

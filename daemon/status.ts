@@ -305,7 +305,9 @@ function describeIngest (a: Record<string, unknown> & { name: string }): string 
     const on = [a.listen === null ? null : String(a.listen), a.tls === undefined ? null : `TLS ${String(a.tls)}`].filter((x) => x !== null)
     const certificate = a.certificate as { validTo?: string } | undefined
     const until = certificate?.validTo === undefined ? '' : `, certificate valid until ${certificate.validTo.slice(0, 10)}`
-    return `broker on ${on.join(' and ')} (${count(Number(a.clients ?? 0))} clients${until})`
+    const drops = Number(a.subscriberDrops ?? 0)
+    return `broker on ${on.join(' and ')} (${count(Number(a.clients ?? 0))} sensors connected${until}` +
+      (drops > 0 ? `, ${count(drops)} messages dropped for slow local subscribers)` : ')')
   }
   if (a.name === 'system') return `health readings every ${duration(Number(a.intervalMs) / 1000)}`
   const { name, ...rest } = a

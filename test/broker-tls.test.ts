@@ -112,7 +112,7 @@ t.test('listen: null runs the TLS listener alone', async (t) => {
   t.teardown(async () => { await gateway.close() })
   t.match(gateway.ingestInfo()[0], { name: 'broker', listen: null, tls: /^127\.0\.0\.1:\d+$/ })
   const validTo = new Date(new X509Certificate(readFileSync(certs.serverCert)).validTo).toISOString().slice(0, 10)
-  t.match(formatStatus(await buildStatus(gateway)), new RegExp(`\\n  ingest +broker on TLS 127\\.0\\.0\\.1:${tlsPortOf(gateway)} \\(0 clients, certificate valid until ${validTo}\\)\\n`),
+  t.match(formatStatus(await buildStatus(gateway)), new RegExp(`\\n  ingest +broker on TLS 127\\.0\\.0\\.1:${tlsPortOf(gateway)} \\(0 sensors connected, certificate valid until ${validTo}\\)\\n`),
     'sluice status names the TLS listener and when its certificate expires')
   t.throws(() => gateway.broker?.address(), /no plain listener/)
   const { client, outcome } = await mqttClient(t, `mqtts://localhost:${tlsPortOf(gateway)}`, { ca: readFileSync(certs.ca) })

@@ -67,6 +67,7 @@ const brokerHarness = (tls: boolean): IngestHarness => ({
   name: 'broker',
   source: 'sensors',
   build: async (t, sink) => {
+    const limits = { maxPayload: 1_048_576, maxClients: 1000, connectTimeoutMs: 10_000, connectRate: 10, connectBurst: 100, maxQueuedBytes: 1_048_576 }
     const listen = { host: '127.0.0.1', port: 0 }
     let adapter: BrokerAdapter
     let url: () => string
@@ -75,11 +76,11 @@ const brokerHarness = (tls: boolean): IngestHarness => ({
       const certs = await makeCerts(t.testdir())
       const files = { cert: certs.serverCert, key: certs.serverKey }
       const tlsOptions = { ...files, listen, requireClientCert: false, useIdentityAsUsername: false }
-      adapter = new BrokerAdapter({ listen: null, tls: { options: tlsOptions, material: await readTlsFiles(files) }, topics: ['sensors/#'], sink, logger })
+      adapter = new BrokerAdapter({ listen: null, tls: { options: tlsOptions, material: await readTlsFiles(files) }, topics: ['sensors/#'], sink, logger, limits })
       url = () => `mqtts://localhost:${adapter.tlsAddress()?.port ?? 0}`
       options = { ca: readFileSync(certs.ca) }
     } else {
-      adapter = new BrokerAdapter({ listen, topics: ['sensors/#'], sink, logger })
+      adapter = new BrokerAdapter({ listen, topics: ['sensors/#'], sink, logger, limits })
       url = () => `mqtt://127.0.0.1:${adapter.address().port}`
     }
     let witness: MqttClient | null = null

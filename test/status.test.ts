@@ -47,7 +47,7 @@ t.test('sluice status: a short summary of a running daemon, exit 0 while ready',
   t.match(status.stdout, /^ {2}drops +none$/m)
   t.match(status.stdout, /^ {2}refused +none$/m)
   t.match(status.stdout, new RegExp(`^ {2}disk +[\\d.]+ \\w+ free of [\\d.]+ \\w+ \\(${dir}/buffer\\)$`, 'm'))
-  t.match(status.stdout, new RegExp(`^ {2}ingest +broker on 127\\.0\\.0\\.1:${sensorPort} \\(\\d+ clients\\)$`, 'm'))
+  t.match(status.stdout, new RegExp(`^ {2}ingest +broker on 127\\.0\\.0\\.1:${sensorPort} \\(\\d+ sensors connected\\)$`, 'm'))
   t.match(status.stdout, /^ {2}buffer +epoch [0-9a-f]{32}, last seq 100, /m)
 
   // -c FILE: the admin address comes from the config.
