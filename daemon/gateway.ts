@@ -163,7 +163,9 @@ export class Gateway {
     return {
       append: (reading, options) => {
         const appended = this.log.append(reading, options)
-        this.ingested[adapter]++
+        // A reading dropped at once (QoS 0 meeting a buffer that holds commits back) is counted
+        // as dropped by the buffer, not as ingested: it was never written.
+        if (!appended.dropped) this.ingested[adapter]++
         return appended
       }
     }
