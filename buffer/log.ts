@@ -741,6 +741,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
   }
 
   private async writeAck (upTo: number): Promise<void> {
+    await this.options.beforeAck?.(upTo)
     await this.gate.shared(async () => {
       // Delete first, then move the cursor: a crash in between leaves the cursor behind, which
       // only means entries already gone are looked for again, never a record left behind for good.
@@ -782,7 +783,16 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
       if (this.writing === null) this.startCommit()
       await this.writing
     }
-    while (this.acking !== null) await this.acking
+    // A failed last ack write must not keep LevelDB open: it is reported once LevelDB is closed
+    // (the cursor on disk is then behind, which only means a resend at the next start).
+    let ackFailure: unknown = null
+    while (this.acking !== null) {
+      try {
+        await this.acking
+      } catch (err) {
+        ackFailure ??= err
+      }
+    }
     while (this.maintaining !== null) await this.maintaining
     if (this.db.status === 'open' && this._health.reason !== 'write-failed') {
       try {
@@ -797,6 +807,9 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     }
     await this.closeLevelQuietly()
     this._status = 'closed'
+    if (ackFailure !== null) {
+      throw new BufferError('SLUICE_BUFFER_WRITE_FAILED', `the ack cursor could not be saved while closing: ${describe(ackFailure)}`, { cause: ackFailure })
+    }
   }
 }
 

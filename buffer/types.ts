@@ -26,6 +26,11 @@ export interface DurableLogOptions {
    * for fault injection (a slow or failing disk); production code leaves it unset.
    */
   beforeCommit?: (readings: number) => Promise<void>
+  /**
+   * Called before each write of the ack cursor, with the position it moves to. A seam for fault
+   * injection (a disk that fails the last write at shutdown); production code leaves it unset.
+   */
+  beforeAck?: (upTo: number) => Promise<void>
   /** the operator's bounds: size, free disk, overflow policy, TTL; unbounded when not given */
   bounds?: BufferBounds
   /** seconds since the machine booted (os.uptime); injectable for tests of the TTL clock */

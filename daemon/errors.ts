@@ -14,6 +14,7 @@ export const errorCodes = {
   SLUICE_BUFFER_CORRUPT: { exit: 1, meaning: 'the buffer\'s LevelDB was damaged: it was repaired (what was lost is announced by gap events with reason "corrupt"), or moved aside to <path>.corrupt-<time> and a fresh buffer started' },
   SLUICE_BUFFER_CORRUPT_RECORD: { exit: 1, meaning: 'a stored record could not be decoded' },
   SLUICE_USAGE: { exit: 2, meaning: 'the command line is wrong' },
+  SLUICE_SHUTDOWN_FAILED: { exit: 1, meaning: 'a step of the shutdown failed (saving the ack cursor, closing the buffer, ...): every other step still ran; each failure is logged' },
   // -- observability (issue 5). Logged, never thrown: sluice goes on running without its endpoint.
   SLUICE_ADMIN_LISTEN_FAILED: { exit: 1, meaning: 'the admin endpoint could not listen on admin.listen (port in use, bad address); retried on SIGHUP' },
   // Logged, never thrown: sluice goes on running; under Type=notify systemd may then time the start out.
@@ -36,4 +37,9 @@ export function exitCodeFor (err: unknown): number {
 
 export class UsageError extends Error {
   readonly code = 'SLUICE_USAGE'
+}
+
+/** One or more steps of a shutdown failed; the others ran. */
+export class ShutdownError extends AggregateError {
+  readonly code = 'SLUICE_SHUTDOWN_FAILED'
 }

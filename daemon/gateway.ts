@@ -22,6 +22,7 @@ import { SystemAdapter, diskSpace as volumeSpace, type DiskSpace } from '../adap
 import { AdminServer, type Readiness } from './admin.js'
 import { GatewayMetrics, RateWindow, type Rates } from './metrics.js'
 import { buildStatus } from './status.js'
+import { ShutdownError } from './errors.js'
 
 /** Below this much free space on the buffer's volume LevelDB cannot be trusted to write: not ready. */
 const DISK_FULL_BYTES = 1024 * 1024
@@ -36,6 +37,8 @@ export interface GatewayContext {
   bootId?: string
   /** fault injection: runs before each group commit (a slow or failing disk) */
   beforeCommit?: (readings: number) => Promise<void>
+  /** fault injection: runs before each write of the buffer's ack cursor (a disk failing at shutdown) */
+  beforeAck?: (upTo: number) => Promise<void>
   /** how long SIGTERM waits for in-flight upstream messages to be acknowledged, in ms */
   drainGraceMs?: number
   /** fault injection: what the buffer's volume reports (a full disk); statfs when not given */
@@ -226,6 +229,7 @@ export class Gateway {
       bootId,
       clock: context.clock,
       beforeCommit: context.beforeCommit,
+      beforeAck: context.beforeAck,
       // -- buffer bounds (issue 3)
       bounds: {
         maxBytes: config.buffer.maxBytes,
@@ -449,14 +453,31 @@ export class Gateway {
     this._status = 'closing'
     this.rateWindow.stop()
     const { logger } = this.context
-    for (const adapter of this.ingest) await adapter.close()
-    await this.forwarder.stop(this.context.drainGraceMs ?? 2000)
-    await this.upstream.close()
-    await this.deadLetterStore.flush()
-    await this.log.close()
-    await this.admin?.close()
+    // Every step runs whatever an earlier one did: a failed ack write must not leave LevelDB
+    // open (no clean-stop mark) or the admin server holding the process alive.
+    const errors: unknown[] = []
+    const step = async (what: string, run: () => Promise<void>): Promise<void> => {
+      try {
+        await run()
+      } catch (err) {
+        errors.push(err)
+        logger.error({ code: 'SLUICE_SHUTDOWN_FAILED', step: what, err }, `stopping: ${what} failed; the other steps go on`)
+      }
+    }
+    for (const adapter of this.ingest) await step(`closing the ${adapter.name} adapter`, async () => { await adapter.close() })
+    await step('draining the forwarder and saving the ack cursor', async () => { await this.forwarder.stop(this.context.drainGraceMs ?? 2000) })
+    await step('closing the upstream connection', async () => { await this.upstream.close() })
+    await step('saving the dead letters', async () => { await this.deadLetterStore.flush() })
+    await step('closing the buffer', async () => { await this.log.close() })
+    await step('closing the admin endpoint', async () => { await this.admin?.close() })
     this._status = 'closed'
-    logger.info({ lastSeq: this.log.lastSeq, acknowledged: this.forwarder.acknowledged }, 'sluice stopped')
+    const summary = { lastSeq: this.log.lastSeq, acknowledged: this.forwarder.acknowledged }
+    if (errors.length === 0) {
+      logger.info(summary, 'sluice stopped')
+      return
+    }
+    logger.error({ ...summary, code: 'SLUICE_SHUTDOWN_FAILED', failedSteps: errors.length }, 'sluice stopped, with errors')
+    throw new ShutdownError(errors, `${errors.length} step(s) of the shutdown failed`)
   }
 }
 
