@@ -144,8 +144,11 @@ export interface GapAnnouncement {
 /** The data of an `io.sluice.epoch` event [SPEC 2.2]. */
 export interface EpochAnnouncement {
   epoch: string
-  previous: string
-  lastDurableSeq: number
+  /** null when the previous epoch could not be read (a buffer set aside unreadable) */
+  previous: string | null
+  /** null when it could not be read */
+  lastDurableSeq: number | null
+  /** `power-loss`, `repaired` or `set-aside` (buffer/codec.ts EPOCH_REASONS) */
   reason: string
 }
 

@@ -7,7 +7,7 @@ import { ClassicLevel } from 'classic-level'
 import { BufferError, isDamage, levelCode } from './errors.js'
 import { LOG_END, Slot, logKey, metaKey, position, positionOf, readingSeqAtOrBefore, seqOf, slotOf } from './keys.js'
 import {
-  type EpochEventData, type GapData, type GapReason, type LogEntry, type ReadingInput,
+  type EpochEventData, type EpochReason, type GapData, type GapReason, type LogEntry, type ReadingInput,
   decodeEntry, decodeMeta, encodeEpochEvent, encodeGap, encodeMeta, encodeReading
 } from './codec.js'
 import { type BufferBounds, PER_OP_OVERHEAD, UNBOUNDED, journalLimit, levelSizes, parseSstables } from './bounds.js'
@@ -222,9 +222,12 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
   private async recoverAtOpen (problem: unknown): Promise<RecoveryReport> {
     const report: RecoveryReport = { problem: describe(problem), action: 'repaired', files: 0, bytes: 0, lostSeqs: 0 }
     const repair = await repairDatabase(this.path)
+    /** what the damaged buffer still says of itself, for the epoch event of a fresh one */
+    let previous: { epoch: string | null, lastSeq: number | null } = { epoch: null, lastSeq: null }
     if (repair.ok) {
       try {
         await this.openLevel()
+        previous = await this.readPrevious()
         await this.loadMeta({ repaired: true })
         report.lostSeqs = await this.announceHoles(this.epochs[this.epochs.length - 1].from - 1)
         await discardBeforeRepair(this.path)
@@ -244,14 +247,44 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     this._ackPos = 0
     await this.openLevel()
     await this.loadMeta()
+    await this.announceSetAside(previous)
     return report
+  }
+
+  /** The epoch and last seq a damaged (repaired) buffer still holds, each null when unreadable. */
+  private async readPrevious (): Promise<{ epoch: string | null, lastSeq: number | null }> {
+    const read = async <T>(name: 'epochs' | 'last'): Promise<T | null> => {
+      try {
+        const value = await this.db.get(metaKey(name))
+        return value === undefined ? null : decodeMeta<T>(value)
+      } catch {
+        return null
+      }
+    }
+    const epochs = await read<EpochSpan[]>('epochs')
+    const lastSeq = await read<number>('last')
+    const epoch = Array.isArray(epochs) && typeof epochs[epochs.length - 1]?.epoch === 'string' ? epochs[epochs.length - 1].epoch : null
+    return { epoch, lastSeq: typeof lastSeq === 'number' ? lastSeq : null }
+  }
+
+  /**
+   * A fresh buffer that replaces one set aside: its first entry is an epoch event (reason
+   * `set-aside`) naming the old epoch and last seq where they could still be read, so a receiver
+   * can tell a lost backlog from a new gateway [README: What goes upstream].
+   */
+  private async announceSetAside (previous: { epoch: string | null, lastSeq: number | null }): Promise<void> {
+    const data: EpochEventData = { epoch: this.epoch, previous: previous.epoch, lastDurableSeq: previous.lastSeq, reason: 'set-aside' }
+    const pos = position(this._lastSeq + 1, Slot.Epoch)
+    await this.db.put(logKey(pos), encodeEpochEvent(this.clock(), data), { sync: true })
+    this._lastCommittedPos = Math.max(this._lastCommittedPos, pos)
+    this.report.newEpoch = data
   }
 
   private async loadMeta (opts: { repaired?: boolean } = {}): Promise<void> {
     const [epochs, last, ack, state, clock] = await this.db.getMany(
       [metaKey('epochs'), metaKey('last'), metaKey('ack'), metaKey('state'), metaKey('clock')])
     const bootId = this.options.bootId
-    let epochReason: EpochEventData['reason'] | null = null
+    let epochReason: EpochReason | null = null
     if (epochs === undefined) {
       if (opts.repaired === true) {
         throw new BufferError('SLUICE_BUFFER_CORRUPT', 'the repaired buffer has lost its epoch record')
@@ -297,7 +330,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     ], { sync: true })
   }
 
-  private async beginEpoch (reason: EpochEventData['reason']): Promise<void> {
+  private async beginEpoch (reason: EpochReason): Promise<void> {
     const data: EpochEventData = { epoch: newEpoch(), previous: this.epoch, lastDurableSeq: this._lastSeq, reason }
     const from = this._lastSeq + 1
     this.epochs = [...this.epochs, { epoch: data.epoch, from }]

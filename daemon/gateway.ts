@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import { formatListen, type SluiceConfig } from '../config/index.js'
-import { type BufferHealth, DurableLog, type RecoveryReport, readingSeqAtOrBefore } from '../buffer/index.js'
+import { type BufferHealth, DurableLog, EPOCH_REASONS, type EpochReason, type RecoveryReport, readingSeqAtOrBefore } from '../buffer/index.js'
 import type { IngestAdapter, ReadingSink, RefusalReason, UpstreamFormat } from '../adapters/contract.js'
 import { BrokerAdapter } from '../adapters/broker.js'
 // -- subscribe adapter (issue 4)
@@ -70,6 +70,8 @@ export interface GatewayStats {
   setAside: number
   /** dead letters kept for inspection */
   deadLetters: number
+  /** new epochs begun since start, by reason, each announced upstream by an epoch event */
+  newEpochs: Record<EpochReason, number>
   // -- buffer bounds (issue 3)
   /** readings dropped since start, by gap reason (each announced upstream by a gap event) */
   dropped: Record<string, number>
@@ -105,6 +107,7 @@ export class Gateway {
   private readonly refused: Record<RefusalReason, number> = { 'bad-topic': 0, 'buffer-unavailable': 0, malformed: 0 }
   /** what was done about a damaged buffer since start, at open or while running (issue 3), oldest first */
   readonly recoveries: Array<RecoveryReport & { at: number }> = []
+  private readonly newEpochs = Object.fromEntries(EPOCH_REASONS.map((r) => [r, 0])) as Record<EpochReason, number>
   private _status: GatewayStatus = 'opening'
   private closing: Promise<void> | null = null
 
@@ -114,6 +117,7 @@ export class Gateway {
     this.log = log
     this.deadLetterStore = upstream.deadLetters
     if (log.report.recovery !== undefined) this.recoveries.push({ ...log.report.recovery, at: this.now() })
+    if (log.report.newEpoch !== undefined) this.newEpochs[log.report.newEpoch.reason]++
     log.on('recovered', (report) => { this.recoveries.push({ ...report, at: this.now() }) })
     this.upstream = new MqttUpstream({
       url: config.upstream.url,
@@ -299,6 +303,7 @@ export class Gateway {
       rejected: this.forwarder.stats.rejected,
       setAside: this.forwarder.stats.setAside,
       deadLetters: this.deadLetterStore.size,
+      newEpochs: { ...this.newEpochs },
       // -- buffer bounds (issue 3)
       dropped: this.drops(),
       buffer: { ...this.log.health, ...this.log.diskUsage }
