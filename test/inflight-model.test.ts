@@ -154,7 +154,7 @@ t.test('the in-flight window agrees with the model after every step', async (t) 
 t.test('the model can tell a wrong window: a cursor that moves over an unacknowledged message is caught', async (t) => {
   // The window as it would be if it took any acknowledgement as the new cursor.
   class Eager extends InFlightWindow {
-    acknowledge (message: InFlightMessage): ReturnType<InFlightWindow['acknowledge']> {
+    override acknowledge (message: InFlightMessage): ReturnType<InFlightWindow['acknowledge']> {
       const advance = super.acknowledge(message)
       Object.defineProperty(this, 'ackedPos', { value: Math.max(this.ackedPos, message.lastPos), configurable: true })
       return advance
