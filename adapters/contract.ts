@@ -42,7 +42,9 @@ export interface IngestAdapterEvents {
   refused: [reason: RefusalReason, clientId: string | null]
 }
 
-export type RefusalReason = 'bad-topic' | 'buffer-unavailable' | 'malformed'
+/** Why an ingest adapter refused a publish (the client's connection closed); counted by the daemon. */
+export const REFUSAL_REASONS = ['bad-topic', 'buffer-unavailable', 'malformed'] as const
+export type RefusalReason = typeof REFUSAL_REASONS[number]
 
 /** Something that receives readings from sensors and puts them into a ReadingSink. */
 export interface IngestAdapter extends EventEmitter<IngestAdapterEvents> {
@@ -137,7 +139,11 @@ export interface GapAnnouncement {
   from: number
   to: number
   count: number
-  /** `overflow`, `ttl` and `corrupt` come from the buffer (buffer/codec.ts GapReason); `rejected` from the forwarder */
+  /**
+   * `overflow`, `ttl` and `corrupt` come from the buffer, `rejected` from the forwarder. The list
+   * is the buffer's (buffer/codec.ts GAP_REASONS; adapters do not import the buffer): the daemon
+   * checks at compile time that this type names the same reasons (daemon/next-message.ts).
+   */
   reason: 'overflow' | 'ttl' | 'rejected' | 'corrupt'
 }
 

@@ -7,7 +7,7 @@ import { ClassicLevel } from 'classic-level'
 import { BufferError, isDamage, levelCode } from './errors.js'
 import { LOG_END, Slot, logKey, metaKey, position, positionOf, readingSeqAtOrBefore, seqOf, slotOf } from './keys.js'
 import {
-  type EpochEventData, type EpochReason, type GapData, type GapReason, type LogEntry, type ReadingInput,
+  type EpochEventData, type EpochReason, GAP_REASONS, type GapData, type GapReason, type LogEntry, type ReadingInput,
   decodeEntry, decodeMeta, encodeEpochEvent, encodeGap, encodeMeta, encodeReading
 } from './codec.js'
 import { type BufferBounds, PER_OP_OVERHEAD, UNBOUNDED, journalLimit, levelSizes, parseSstables } from './bounds.js'
@@ -84,7 +84,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
   /** the gap entry that is the last entry of the log, while it is (drop-newest extends it in place) */
   private tailGap: { pos: number, gap: GapData } | null = null
   private bytesPerReading = 100
-  private readonly drops: Record<GapReason, number> = { overflow: 0, ttl: 0, rejected: 0, corrupt: 0 }
+  private readonly drops = Object.fromEntries(GAP_REASONS.map((r) => [r, 0])) as Record<GapReason, number>
   report: OpenReport = { created: false, uncleanStop: false }
 
   private constructor (options: DurableLogOptions) {

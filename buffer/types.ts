@@ -3,6 +3,7 @@
  * opening found, what an append returns, and the events it emits. The log itself is in log.ts.
  */
 import type { EpochEventData, GapReason } from './codec.js'
+import type { BufferErrorCode } from './errors.js'
 import type { BufferBounds, Shortage } from './bounds.js'
 import type { RecoveryReport } from './recover.js'
 
@@ -59,7 +60,7 @@ export interface BufferHealth {
   accepting: boolean
   reason: HealthReason | null
   /** the stable error code of the reason */
-  code?: 'SLUICE_BUFFER_FULL' | 'SLUICE_BUFFER_WRITE_FAILED' | 'SLUICE_BUFFER_CORRUPT'
+  code?: Extract<BufferErrorCode, 'SLUICE_BUFFER_FULL' | 'SLUICE_BUFFER_WRITE_FAILED' | 'SLUICE_BUFFER_CORRUPT'>
   /** a sentence for the log and /readyz */
   detail?: string
 }

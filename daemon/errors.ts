@@ -1,3 +1,8 @@
+import type { BufferErrorCode, BufferHealth } from '../buffer/index.js'
+import type { ConfigError } from '../config/index.js'
+import type { UpstreamRejection } from '../adapters/contract.js'
+import type { BatchDecodeError } from '../adapters/formats/decode-batch.js'
+
 /**
  * The catalogue of sluice's error codes (the README's error table mirrors it). Parts raise
  * their own error classes (ConfigError in config/, BufferError in buffer/); the process maps
@@ -24,7 +29,21 @@ export const errorCodes = {
   SLUICE_UPSTREAM_REJECTED: { exit: 1, meaning: 'the upstream refused a message (MQTT 5 PUBACK reason code >= 0x80); retried upstream.rejectRetries times, then set aside as a dead letter and announced by a gap event (reason "rejected")' },
   // Thrown by decodeBatch (the package's export for receivers), never by the daemon.
   SLUICE_BATCH_INVALID: { exit: 1, meaning: 'decodeBatch was given bytes that are not a cbor-batch message' }
-} as const
+} as const satisfies Record<RaisedCode, { exit: 1 | 2, meaning: string }>
+
+/**
+ * Every code a part raises or logs, from the part's own list: a code added there without an
+ * entry here does not compile.
+ */
+type RaisedCode =
+  | BufferErrorCode
+  | NonNullable<BufferHealth['code']>
+  | ConfigError['code']
+  | UpstreamRejection['code']
+  | BatchDecodeError['code']
+  | UsageError['code'] | ShutdownError['code']
+  // logged only, by the admin endpoint and the systemd notifier
+  | 'SLUICE_ADMIN_LISTEN_FAILED' | 'SLUICE_NOTIFY_FAILED'
 
 export type ErrorCode = keyof typeof errorCodes
 

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino'
 import { formatListen, type SluiceConfig } from '../config/index.js'
 import { type BufferHealth, DurableLog, EPOCH_REASONS, type EpochReason, type RecoveryReport, readingSeqAtOrBefore } from '../buffer/index.js'
-import type { IngestAdapter, ReadingSink, RefusalReason, UpstreamFormat } from '../adapters/contract.js'
+import { type IngestAdapter, REFUSAL_REASONS, type ReadingSink, type RefusalReason, type UpstreamFormat } from '../adapters/contract.js'
 import { BrokerAdapter } from '../adapters/broker.js'
 // -- subscribe adapter (issue 4)
 import { join } from 'node:path'
@@ -104,7 +104,7 @@ export class Gateway {
   private readonly ingested: Record<string, number> = {}
   private system: SystemAdapter | null = null
   private admin: AdminServer | null = null
-  private readonly refused: Record<RefusalReason, number> = { 'bad-topic': 0, 'buffer-unavailable': 0, malformed: 0 }
+  private readonly refused = Object.fromEntries(REFUSAL_REASONS.map((r) => [r, 0])) as Record<RefusalReason, number>
   /** what was done about a damaged buffer since start, at open or while running (issue 3), oldest first */
   readonly recoveries: Array<RecoveryReport & { at: number }> = []
   private readonly newEpochs = Object.fromEntries(EPOCH_REASONS.map((r) => [r, 0])) as Record<EpochReason, number>

@@ -1,9 +1,9 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import type { CommitInfo } from '../buffer/index.js'
+import { type CommitInfo, GAP_REASONS } from '../buffer/index.js'
 import type { StatusReport } from './status.js'
 
-/** Every reason a reading can be dropped [SPEC 2.4, section 5]: shown at 0 before any drop. */
-export const DROP_REASONS = ['overflow', 'ttl', 'rejected', 'corrupt'] as const
+/** Every reason a reading can be dropped (the buffer's gap reasons): shown at 0 before any drop. */
+export const DROP_REASONS = GAP_REASONS
 
 /** What can be done about a damaged buffer (buffer/recover.ts): shown at 0 before it happens. */
 export const RECOVERY_ACTIONS = ['repaired', 'set-aside'] as const
