@@ -145,15 +145,22 @@ export interface GapAnnouncement {
   from: number
   to: number
   count: number
-  /** `overflow`, `ttl` and `corrupt` come from the buffer (buffer/codec.ts GapReason); `rejected` from the forwarder */
+  /**
+   * `overflow`, `ttl` and `corrupt` come from the buffer, `rejected` from the forwarder. The list
+   * is the buffer's (buffer/codec.ts GAP_REASONS; adapters do not import the buffer): the daemon
+   * checks at compile time that this type names the same reasons (daemon/next-message.ts).
+   */
   reason: 'overflow' | 'ttl' | 'rejected' | 'corrupt'
 }
 
 /** The data of an `io.sluice.epoch` event [SPEC 2.2]. */
 export interface EpochAnnouncement {
   epoch: string
-  previous: string
-  lastDurableSeq: number
+  /** null when the previous epoch could not be read (a buffer set aside unreadable) */
+  previous: string | null
+  /** null when it could not be read */
+  lastDurableSeq: number | null
+  /** `power-loss`, `repaired` or `set-aside` (buffer/codec.ts EPOCH_REASONS) */
   reason: string
 }
 

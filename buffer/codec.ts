@@ -10,13 +10,24 @@ export interface ReadingInput {
   payload: Uint8Array
 }
 
+/**
+ * Why a buffer began a new epoch: `power-loss` (the machine rebooted after an unclean stop),
+ * `repaired` (LevelDB was repaired at open), `set-aside` (the buffer was damaged beyond repair,
+ * moved aside, and a fresh one started: the old backlog is not forwarded).
+ */
+export const EPOCH_REASONS = ['power-loss', 'repaired', 'set-aside'] as const
+export type EpochReason = typeof EPOCH_REASONS[number]
+
 export interface EpochEventData {
   epoch: string
-  previous: string
-  /** the last seq of the previous epoch that was durable when the new epoch began */
-  lastDurableSeq: number
-  /** `power-loss`: the machine rebooted after an unclean stop; `repaired`: LevelDB was repaired */
-  reason: 'power-loss' | 'repaired'
+  /** the previous epoch; null when it could not be read (a buffer set aside unreadable) */
+  previous: string | null
+  /**
+   * the last seq of the previous epoch that was durable when the new epoch began; null when it
+   * could not be read
+   */
+  lastDurableSeq: number | null
+  reason: EpochReason
 }
 
 /**
@@ -24,7 +35,8 @@ export interface EpochEventData {
  * meeting a full buffer), `ttl` (older than buffer.ttl), `rejected` (set aside by the forwarder),
  * `corrupt` (lost to a damaged LevelDB: unreadable records, or records a repair could not save).
  */
-export type GapReason = 'overflow' | 'ttl' | 'rejected' | 'corrupt'
+export const GAP_REASONS = ['overflow', 'ttl', 'rejected', 'corrupt'] as const
+export type GapReason = typeof GAP_REASONS[number]
 
 /** The data of an `io.sluice.gap` event: seqs `from`..`to` (inclusive) will never be forwarded. */
 export interface GapData {

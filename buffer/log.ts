@@ -7,7 +7,7 @@ import { ClassicLevel } from 'classic-level'
 import { BufferError, isDamage, levelCode } from './errors.js'
 import { LOG_END, Slot, logKey, metaKey, position, positionOf, readingSeqAtOrBefore, seqOf, slotOf } from './keys.js'
 import {
-  type EpochEventData, type GapData, type GapReason, type LogEntry, type ReadingInput,
+  type EpochEventData, type EpochReason, GAP_REASONS, type GapData, type GapReason, type LogEntry, type ReadingInput,
   decodeEntry, decodeMeta, encodeEpochEvent, encodeGap, encodeMeta, encodeReading
 } from './codec.js'
 import { type BufferBounds, PER_OP_OVERHEAD, UNBOUNDED, journalLimit, levelSizes, parseSstables } from './bounds.js'
@@ -89,7 +89,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
   /** the gap entry that is the last entry of the log, while it is (drop-newest extends it in place) */
   private tailGap: { pos: number, gap: GapData } | null = null
   private bytesPerReading = 100
-  private readonly drops: Record<GapReason, number> = { overflow: 0, ttl: 0, rejected: 0, corrupt: 0 }
+  private readonly drops = Object.fromEntries(GAP_REASONS.map((r) => [r, 0])) as Record<GapReason, number>
   report: OpenReport = { created: false, uncleanStop: false }
 
   private constructor (options: DurableLogOptions) {
@@ -227,9 +227,12 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
   private async recoverAtOpen (problem: unknown): Promise<RecoveryReport> {
     const report: RecoveryReport = { problem: describe(problem), action: 'repaired', files: 0, bytes: 0, lostSeqs: 0 }
     const repair = await repairDatabase(this.path)
+    /** what the damaged buffer still says of itself, for the epoch event of a fresh one */
+    let previous: { epoch: string | null, lastSeq: number | null } = { epoch: null, lastSeq: null }
     if (repair.ok) {
       try {
         await this.openLevel()
+        previous = await this.readPrevious()
         await this.loadMeta({ repaired: true })
         report.lostSeqs = await this.announceHoles(this.epochs[this.epochs.length - 1].from - 1)
         await discardBeforeRepair(this.path)
@@ -249,14 +252,44 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     this._ackPos = 0
     await this.openLevel()
     await this.loadMeta()
+    await this.announceSetAside(previous)
     return report
+  }
+
+  /** The epoch and last seq a damaged (repaired) buffer still holds, each null when unreadable. */
+  private async readPrevious (): Promise<{ epoch: string | null, lastSeq: number | null }> {
+    const read = async <T>(name: 'epochs' | 'last'): Promise<T | null> => {
+      try {
+        const value = await this.db.get(metaKey(name))
+        return value === undefined ? null : decodeMeta<T>(value)
+      } catch {
+        return null
+      }
+    }
+    const epochs = await read<EpochSpan[]>('epochs')
+    const lastSeq = await read<number>('last')
+    const epoch = Array.isArray(epochs) && typeof epochs[epochs.length - 1]?.epoch === 'string' ? epochs[epochs.length - 1].epoch : null
+    return { epoch, lastSeq: typeof lastSeq === 'number' ? lastSeq : null }
+  }
+
+  /**
+   * A fresh buffer that replaces one set aside: its first entry is an epoch event (reason
+   * `set-aside`) naming the old epoch and last seq where they could still be read, so a receiver
+   * can tell a lost backlog from a new gateway [README: What goes upstream].
+   */
+  private async announceSetAside (previous: { epoch: string | null, lastSeq: number | null }): Promise<void> {
+    const data: EpochEventData = { epoch: this.epoch, previous: previous.epoch, lastDurableSeq: previous.lastSeq, reason: 'set-aside' }
+    const pos = position(this._lastSeq + 1, Slot.Epoch)
+    await this.db.put(logKey(pos), encodeEpochEvent(this.clock(), data), { sync: true })
+    this._lastCommittedPos = Math.max(this._lastCommittedPos, pos)
+    this.report.newEpoch = data
   }
 
   private async loadMeta (opts: { repaired?: boolean } = {}): Promise<void> {
     const [epochs, last, ack, state, clock] = await this.db.getMany(
       [metaKey('epochs'), metaKey('last'), metaKey('ack'), metaKey('state'), metaKey('clock')])
     const bootId = this.options.bootId
-    let epochReason: EpochEventData['reason'] | null = null
+    let epochReason: EpochReason | null = null
     if (epochs === undefined) {
       if (opts.repaired === true) {
         throw new BufferError('SLUICE_BUFFER_CORRUPT', 'the repaired buffer has lost its epoch record')
@@ -302,7 +335,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     ], { sync: true })
   }
 
-  private async beginEpoch (reason: EpochEventData['reason']): Promise<void> {
+  private async beginEpoch (reason: EpochReason): Promise<void> {
     const data: EpochEventData = { epoch: newEpoch(), previous: this.epoch, lastDurableSeq: this._lastSeq, reason }
     const from = this._lastSeq + 1
     this.epochs = [...this.epochs, { epoch: data.epoch, from }]
@@ -758,6 +791,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
   }
 
   private async writeAck (upTo: number): Promise<void> {
+    await this.options.beforeAck?.(upTo)
     await this.gate.shared(async () => {
       // Delete first, then move the cursor: a crash in between leaves the cursor behind, which
       // only means entries already gone are looked for again, never a record left behind for good.
@@ -799,7 +833,16 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
       if (this.writing === null) this.startCommit()
       await this.writing
     }
-    while (this.acking !== null) await this.acking
+    // A failed last ack write must not keep LevelDB open: it is reported once LevelDB is closed
+    // (the cursor on disk is then behind, which only means a resend at the next start).
+    let ackFailure: unknown = null
+    while (this.acking !== null) {
+      try {
+        await this.acking
+      } catch (err) {
+        ackFailure ??= err
+      }
+    }
     while (this.maintaining !== null) await this.maintaining
     if (this.db.status === 'open' && this._health.reason !== 'write-failed') {
       try {
@@ -814,6 +857,9 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     }
     await this.closeLevelQuietly()
     this._status = 'closed'
+    if (ackFailure !== null) {
+      throw new BufferError('SLUICE_BUFFER_WRITE_FAILED', `the ack cursor could not be saved while closing: ${describe(ackFailure)}`, { cause: ackFailure })
+    }
   }
 }
 

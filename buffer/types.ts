@@ -3,6 +3,7 @@
  * opening found, what an append returns, and the events it emits. The log itself is in log.ts.
  */
 import type { EpochEventData, GapReason } from './codec.js'
+import type { BufferErrorCode } from './errors.js'
 import type { BufferBounds, Shortage } from './bounds.js'
 import type { RecoveryReport } from './recover.js'
 
@@ -26,6 +27,11 @@ export interface DurableLogOptions {
    * for fault injection (a slow or failing disk); production code leaves it unset.
    */
   beforeCommit?: (readings: number) => Promise<void>
+  /**
+   * Called before each write of the ack cursor, with the position it moves to. A seam for fault
+   * injection (a disk that fails the last write at shutdown); production code leaves it unset.
+   */
+  beforeAck?: (upTo: number) => Promise<void>
   /** the operator's bounds: size, free disk, overflow policy, TTL; unbounded when not given */
   bounds?: BufferBounds
   /** seconds since the machine booted (os.uptime); injectable for tests of the TTL clock */
@@ -54,7 +60,7 @@ export interface BufferHealth {
   accepting: boolean
   reason: HealthReason | null
   /** the stable error code of the reason */
-  code?: 'SLUICE_BUFFER_FULL' | 'SLUICE_BUFFER_WRITE_FAILED' | 'SLUICE_BUFFER_CORRUPT'
+  code?: Extract<BufferErrorCode, 'SLUICE_BUFFER_FULL' | 'SLUICE_BUFFER_WRITE_FAILED' | 'SLUICE_BUFFER_CORRUPT'>
   /** a sentence for the log and /readyz */
   detail?: string
 }

@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util'
+import type { Logger } from 'pino'
 import { ConfigError, loadConfig, redactConfig } from '../config/index.js'
 import { Gateway } from './gateway.js'
 import { createLogger } from './logger.js'
@@ -105,33 +106,62 @@ async function run (configPath: string, proc: ProcessLike): Promise<number> {
   // systemd (Type=notify): pings from now on, READY=1 once started, STOPPING=1 when stopping.
   const notifier = createNotifier({ env: proc.env, logger: logger.child({ part: 'systemd' }) })
   notifier.startWatchdog()
+  // The signal handlers come first: a start can take long (a repair of a large buffer), and a
+  // SIGTERM meanwhile must be a graceful stop (once the start is done), not the default death.
+  let reloader: Reloader | null = null
+  let reloadPending = false
+  let stopRequested = false
+  let onStop = (): void => {}
+  const stopped = new Promise<void>((resolve) => { onStop = resolve })
+  const stop = (): void => {
+    if (stopRequested) return
+    stopRequested = true
+    logger.info(reloader === null ? { during: 'start' } : {}, 'stopping')
+    notifier.stopping()
+    onStop()
+  }
+  const hup = (): void => {
+    if (reloader === null) reloadPending = true // reloaded once started
+    else void reloader.reload() // never rejects: it logs what happened
+  }
+  proc.on('SIGTERM', stop)
+  proc.on('SIGINT', stop)
+  proc.on('SIGHUP', hup)
+  const removeHandlers = (): void => {
+    proc.off('SIGTERM', stop)
+    proc.off('SIGINT', stop)
+    proc.off('SIGHUP', hup)
+  }
   let gateway: Gateway
   try {
     gateway = await Gateway.start({ config, logger })
   } catch (err) {
+    removeHandlers()
     // A ConfigError's frozen issue list defeats pino's error serializer: log its code and lines.
     const detail = err instanceof ConfigError ? { code: err.code, errors: err.format() } : { err }
     logger.fatal(detail, 'sluice could not start')
     await notifier.close()
     throw err
   }
-  notifier.ready()
-  const reloader = new Reloader({ configPath, env: proc.env, logger, target: gateway, initial: config })
-  await new Promise<void>((resolve) => {
-    const stop = (): void => {
-      proc.off('SIGTERM', stop)
-      proc.off('SIGINT', stop)
-      proc.off('SIGHUP', hup)
-      logger.info('stopping')
-      notifier.stopping()
-      resolve()
-    }
-    const hup = (): void => { void reloader.reload() } // never rejects: it logs what happened
-    proc.on('SIGTERM', stop)
-    proc.on('SIGINT', stop)
-    proc.on('SIGHUP', hup)
-  })
-  await gateway.close()
+  reloader = new Reloader({ configPath, env: proc.env, logger, target: gateway, initial: config })
+  if (!stopRequested) {
+    notifier.ready()
+    if (reloadPending) void reloader.reload()
+  }
+  await stopped
+  removeHandlers()
+  const code = await closeGateway(gateway, logger)
   await notifier.close()
-  return 0
+  return code
+}
+
+/** Stops the gateway; its exit code: 0, or 1 when a step of the shutdown failed (each is logged). */
+export async function closeGateway (gateway: Pick<Gateway, 'close'>, logger: Logger): Promise<number> {
+  try {
+    await gateway.close()
+    return 0
+  } catch (err) {
+    logger.error({ code: (err as { code?: string }).code, err }, 'sluice did not stop cleanly')
+    return exitCodeFor(err)
+  }
 }

@@ -4,6 +4,7 @@ import type { DeadLetter, DeadLetterReason, PendingRange } from '../buffer/dead-
 import { type UpstreamAdapter, type UpstreamFormat, type UpstreamMessage, UpstreamRejection } from '../adapters/contract.js'
 import { type Entry, isSetAsideGap, nextMessage } from './next-message.js'
 import { TokenBucket } from './rate-limit.js'
+import { type Advance, type InFlightMessage, InFlightWindow } from './inflight.js'
 import { SetAsidePolicy } from './set-aside.js'
 
 /** What the forwarder needs of the buffer. */
@@ -40,6 +41,23 @@ export interface ForwarderOptions {
   now?: () => number
   /** milliseconds since 1970, for the time a reading is set aside */
   clock?: () => number
+  /** the forwarder's one wake-up timer; injectable for tests (with `now`) */
+  timers?: ForwarderTimers
+}
+
+/** Schedules and cancels the forwarder's wake-up. */
+export interface ForwarderTimers {
+  set: (callback: () => void, ms: number) => unknown
+  clear: (handle: unknown) => void
+}
+
+/**
+ * Node's timers, unref'd: the wake-up (a batch's linger, the rate cap, a retry's backoff) never
+ * keeps the process alive by itself; the upstream connection does while there is work.
+ */
+const nodeTimers: ForwarderTimers = {
+  set: (callback, ms) => setTimeout(callback, ms).unref(),
+  clear: (handle) => { clearTimeout(handle as NodeJS.Timeout) }
 }
 
 export interface ForwarderStats {
@@ -57,19 +75,6 @@ export interface ForwarderStats {
   setAside: number
   /** disconnects that came while the oldest message in flight was a suspect (poison-pill strikes) */
   strikes: number
-}
-
-interface InFlight {
-  firstPos: number
-  lastPos: number
-  /** a gap event in place of readings set aside */
-  gap: boolean
-  readings: number
-  events: number
-  sentAt: number
-  acked: boolean
-  /** the PUBACK reason code when the upstream refused it */
-  rejected: number | null
 }
 
 interface SetAsideRequest {
@@ -110,15 +115,13 @@ export class Forwarder {
   private readonly readChunk: number
   private readonly now: () => number
   private readonly clock: () => number
+  private readonly timers: ForwarderTimers
   private readonly bucket: TokenBucket
   private readonly policy: SetAsidePolicy
   /** bumped on every (re)connect; replies from an older connection are ignored */
   private session = 0
-  /** the entries up to here are acknowledged upstream (maybe not yet persisted by the log) */
-  private ackedPos: number
-  /** the highest position ever published, to count resends */
-  private sentPos: number
-  private window: InFlight[] = []
+  /** what is in flight, the acknowledged prefix (maybe not yet persisted by the log), where a resend starts */
+  private readonly window: InFlightWindow
   /** entries after the cursor, read and not yet published */
   private readAhead: Entry[] = []
   /** the last position read into readAhead */
@@ -132,7 +135,7 @@ export class Forwarder {
   private setAsideRequest: SetAsideRequest | null = null
   /** the batch waiting for more entries: its first position and since when */
   private linger: { pos: number, since: number } | null = null
-  private timer: NodeJS.Timeout | null = null
+  private timer: unknown = null
   private timerAt = Number.POSITIVE_INFINITY
   private pumping: Promise<void> | null = null
   private wakeAgain = false
@@ -146,11 +149,11 @@ export class Forwarder {
     this.options = options
     this.now = options.now ?? (() => performance.now())
     this.clock = options.clock ?? Date.now
+    this.timers = options.timers ?? nodeTimers
     this.bucket = new TokenBucket(options.maxMessagesPerSecond, this.now)
     this.policy = new SetAsidePolicy({ rejectRetries: options.rejectRetries, strikes: POISON_STRIKES, strikeWindowMs: STRIKE_WINDOW_MS })
-    this.ackedPos = options.log.ackPos
-    this.readPos = this.ackedPos
-    this.sentPos = this.ackedPos
+    this.window = new InFlightWindow(options.log.ackPos)
+    this.readPos = this.window.resumeAfter
     // Enough read-ahead to keep the window full without holding much of the backlog in memory.
     this.readChunk = Math.min(1000, Math.max(64, options.inflight * 2))
   }
@@ -164,17 +167,17 @@ export class Forwarder {
   }
 
   /** Messages published and not yet acknowledged. */
-  get inFlight (): number { return this.window.filter((s) => !s.acked).length }
+  get inFlight (): number { return this.window.unacked }
 
   /** The position up to which the upstream has acknowledged everything. */
-  get acknowledged (): number { return this.ackedPos }
+  get acknowledged (): number { return this.window.ackedPos }
 
   /** After a (re)connect or a disconnect: forget the window and resume after the ack cursor. */
   private reset (): void {
     this.session++
-    this.window = []
+    this.window.clear()
     this.readAhead = []
-    this.readPos = this.ackedPos
+    this.readPos = this.window.resumeAfter
     this.recovering = false
     this.linger = null
     this.drained?.()
@@ -182,16 +185,16 @@ export class Forwarder {
 
   /** The connection dropped: was the oldest message in flight the reason? [SPEC 6] */
   private noteDisconnect (): void {
-    const oldest = this.window.find((s) => !s.acked)
+    const oldest = this.window.oldestUnacked()
     if (oldest === undefined) return
     const decision = this.policy.disconnected({
       oldest: oldest.firstPos,
       sentAgoMs: this.now() - oldest.sentAt,
-      isolated: this.window.filter((s) => !s.acked).length === 1
+      isolated: this.window.unacked === 1
     })
     if (decision.strikes === 0) return
     this.stats.strikes++
-    if (decision.isolate) this.isolateUpTo = Math.max(this.isolateUpTo, this.window[this.window.length - 1].lastPos)
+    if (decision.isolate) this.isolateUpTo = Math.max(this.isolateUpTo, this.window.lastPos ?? -1)
     if (decision.setAside) {
       this.setAsideRequest = { firstPos: oldest.firstPos, lastPos: oldest.lastPos, gap: oldest.gap, reason: 'disconnected', reasonCode: null, attempts: decision.strikes }
     }
@@ -201,6 +204,7 @@ export class Forwarder {
   }
 
   private pump (): void {
+    if (this.stopping) return
     if (this.pumping !== null) {
       this.wakeAgain = true
       return
@@ -218,11 +222,13 @@ export class Forwarder {
 
   /** Runs `pump` again in `ms` (one timer, for the earliest reason: batch delay, rate cap, retry backoff). */
   private wakeIn (ms: number): void {
+    // A pump that was running when stop() began must not leave a timer behind it.
+    if (this.stopping) return
     const at = this.now() + ms
     if (this.timer !== null && this.timerAt <= at) return
-    if (this.timer !== null) clearTimeout(this.timer)
+    if (this.timer !== null) this.timers.clear(this.timer)
     this.timerAt = at
-    this.timer = setTimeout(() => {
+    this.timer = this.timers.set(() => {
       this.timer = null
       this.timerAt = Number.POSITIVE_INFINITY
       this.pump()
@@ -230,7 +236,7 @@ export class Forwarder {
   }
 
   private windowLimit (): number {
-    if (this.isolateUpTo > this.ackedPos) return 1
+    if (this.isolateUpTo > this.window.ackedPos) return 1
     return Math.max(1, Math.min(this.options.inflight, this.options.upstream.limits.receiveMaximum))
   }
 
@@ -241,7 +247,7 @@ export class Forwarder {
         await this.setAside(this.setAsideRequest)
         continue
       }
-      if (!upstream.connected || this.recovering || this.window.length >= this.windowLimit()) return
+      if (!upstream.connected || this.recovering || this.window.size >= this.windowLimit()) return
       const hold = this.holdUntil - this.now()
       if (hold > 0) return this.wakeIn(hold)
       const session = this.session
@@ -252,7 +258,7 @@ export class Forwarder {
         format: this.options.format,
         upstream: this.options.upstream,
         deadLetters: this.options.deadLetters,
-        isolate: this.isolateUpTo > this.ackedPos
+        isolate: this.isolateUpTo > this.window.ackedPos
       })
       if (plan.kind === 'too-large') {
         // Alone larger than the upstream takes: it could never be sent. Set aside at once.
@@ -291,22 +297,18 @@ export class Forwarder {
   private publish (entries: Entry[], message: UpstreamMessage, session: number): void {
     const last = entries[entries.length - 1]
     const readings = entries.filter((e) => e.kind === 'reading').length
-    const slot: InFlight = {
+    this.passOver(last.pos)
+    this.linger = null
+    const { message: slot, resent } = this.window.sent({
       firstPos: entries[0].pos,
       lastPos: last.pos,
       gap: isSetAsideGap(last),
       readings,
       events: entries.length - readings,
-      sentAt: this.now(),
-      acked: false,
-      rejected: null
-    }
-    this.passOver(last.pos)
-    this.linger = null
-    this.window.push(slot)
+      sentAt: this.now()
+    })
     this.bucket.take()
-    if (last.pos <= this.sentPos) this.stats.resent += readings
-    else this.sentPos = last.pos
+    if (resent) this.stats.resent += readings
     this.stats.published++
     this.options.upstream.publish(message).then(() => { this.onAck(session, slot) }, (err: unknown) => {
       if (session !== this.session) return
@@ -315,27 +317,20 @@ export class Forwarder {
     })
   }
 
-  private onAck (session: number, slot: InFlight): void {
+  private onAck (session: number, slot: InFlightMessage): void {
     if (session !== this.session) return
-    slot.acked = true
-    this.advance()
+    this.advanced(this.window.acknowledge(slot))
     if (this.recovering) this.recover()
     this.pump()
   }
 
-  /** Moves the ack cursor over the acknowledged prefix of the window and persists it. */
-  private advance (): void {
-    let advanced = false
-    while (this.window.length > 0 && this.window[0].acked) {
-      const done = this.window.shift() as InFlight
-      this.ackedPos = done.lastPos
-      this.stats.forwarded += done.readings
-      this.stats.events += done.events
-      advanced = true
-    }
-    if (!advanced) return
-    this.settled(this.ackedPos)
-    if (this.window.length === 0) this.drained?.()
+  /** The ack cursor moved over the acknowledged prefix of the window: count it and persist it. */
+  private advanced (advance: Advance | null): void {
+    if (advance === null) return
+    this.stats.forwarded += advance.readings
+    this.stats.events += advance.events
+    this.settled(advance.ackedPos)
+    if (advance.drained) this.drained?.()
   }
 
   /** Everything up to `pos` is acknowledged or passed over: persist the cursor, forget suspicions. */
@@ -347,8 +342,8 @@ export class Forwarder {
     })
   }
 
-  private onReject (slot: InFlight, err: UpstreamRejection): void {
-    slot.rejected = err.reasonCode
+  private onReject (slot: InFlightMessage, err: UpstreamRejection): void {
+    this.window.refuse(slot, err.reasonCode)
     this.stats.rejected++
     this.options.logger.warn({ firstPos: slot.firstPos, lastPos: slot.lastPos, reasonCode: err.reasonCode, reason: err.message },
       'the upstream refused a message')
@@ -366,11 +361,11 @@ export class Forwarder {
    * first-arrival order holds across a refusal only with `inflight: 1`.
    */
   private recover (): void {
-    if (this.window.some((s) => !s.acked && s.rejected === null)) return
-    const refused = this.window.find((s) => s.rejected !== null)
+    if (!this.window.allAnswered()) return
+    const refused = this.window.firstRefused()
     this.recovering = false
     if (refused === undefined) return
-    this.isolateUpTo = Math.max(this.isolateUpTo, this.window[this.window.length - 1].lastPos)
+    this.isolateUpTo = Math.max(this.isolateUpTo, this.window.lastPos ?? -1)
     const decision = this.policy.rejected(refused.firstPos)
     if (decision.action === 'set-aside') {
       this.setAsideRequest = { firstPos: refused.firstPos, lastPos: refused.lastPos, gap: refused.gap, reason: 'rejected', reasonCode: refused.rejected, attempts: decision.attempts }
@@ -432,10 +427,9 @@ export class Forwarder {
 
   /** Treats a message that will never be sent as done, in its place in the window. */
   private skip (request: SetAsideRequest): void {
-    if (request.lastPos <= this.ackedPos) return
+    if (request.lastPos <= this.window.ackedPos) return
     this.passOver(request.lastPos)
-    this.window.push({ firstPos: request.firstPos, lastPos: request.lastPos, gap: request.gap, readings: 0, events: 0, sentAt: this.now(), acked: true, rejected: null })
-    this.advance()
+    this.advanced(this.window.passOver(request.firstPos, request.lastPos, this.now()))
   }
 
   /** The next message starts after `pos`: drop what the read-ahead holds up to there. */
@@ -456,10 +450,11 @@ export class Forwarder {
     upstream.off('up', this.onUp)
     upstream.off('down', this.onDown)
     log.off('committed', this.wake)
-    if (this.timer !== null) clearTimeout(this.timer)
-    this.timer = null
+    // The pump in progress may set the wake-up timer again before it ends: clear it after.
     await this.pumping
-    if (this.window.some((s) => !s.acked) && upstream.connected) {
+    if (this.timer !== null) this.timers.clear(this.timer)
+    this.timer = null
+    if (this.window.unacked > 0 && upstream.connected) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(finish, graceMs)
         const onDown = (): void => { finish() }
@@ -474,6 +469,6 @@ export class Forwarder {
       this.drained = null
     }
     this.session++ // late acknowledgements no longer count
-    await log.ack(this.ackedPos)
+    await log.ack(this.window.ackedPos)
   }
 }

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino'
 import { ConfigError, formatListen, type SluiceConfig } from '../config/index.js'
-import { type BufferHealth, DurableLog, type RecoveryReport, readingSeqAtOrBefore } from '../buffer/index.js'
-import { REFUSAL_REASONS, type IngestAdapter, type ReadingSink, type RefusalReason, type UpstreamFormat } from '../adapters/contract.js'
+import { type BufferHealth, DurableLog, EPOCH_REASONS, type EpochReason, type RecoveryReport, readingSeqAtOrBefore } from '../buffer/index.js'
+import { type IngestAdapter, REFUSAL_REASONS, type ReadingSink, type RefusalReason, type UpstreamFormat } from '../adapters/contract.js'
 import { BrokerAdapter } from '../adapters/broker.js'
 import type { BrokerLimits } from '../adapters/broker-guard.js'
 // -- subscribe adapter (issue 4)
@@ -28,6 +28,7 @@ import { buildStatus } from './status.js'
 // -- broker TLS
 import { TlsFilesError, type BrokerTlsOptions, type TlsMaterial } from '../adapters/broker-tls.js'
 import { loadBrokerTls } from './broker-tls.js'
+import { ShutdownError } from './errors.js'
 
 /** Below this much free space on the buffer's volume LevelDB cannot be trusted to write: not ready. */
 const DISK_FULL_BYTES = 1024 * 1024
@@ -42,6 +43,8 @@ export interface GatewayContext {
   bootId?: string
   /** fault injection: runs before each group commit (a slow or failing disk) */
   beforeCommit?: (readings: number) => Promise<void>
+  /** fault injection: runs before each write of the buffer's ack cursor (a disk failing at shutdown) */
+  beforeAck?: (upTo: number) => Promise<void>
   /** how long SIGTERM waits for in-flight upstream messages to be acknowledged, in ms */
   drainGraceMs?: number
   /** fault injection: what the buffer's volume reports (a full disk); statfs when not given */
@@ -73,6 +76,8 @@ export interface GatewayStats {
   setAside: number
   /** dead letters kept for inspection */
   deadLetters: number
+  /** new epochs begun since start, by reason, each announced upstream by an epoch event */
+  newEpochs: Record<EpochReason, number>
   // -- buffer bounds (issue 3)
   /** readings dropped since start, by gap reason (each announced upstream by a gap event) */
   dropped: Record<string, number>
@@ -108,6 +113,7 @@ export class Gateway {
   private readonly refused = Object.fromEntries(REFUSAL_REASONS.map((r) => [r, 0])) as Record<RefusalReason, number>
   /** what was done about a damaged buffer since start, at open or while running (issue 3), oldest first */
   readonly recoveries: Array<RecoveryReport & { at: number }> = []
+  private readonly newEpochs = Object.fromEntries(EPOCH_REASONS.map((r) => [r, 0])) as Record<EpochReason, number>
   private _status: GatewayStatus = 'opening'
   private closing: Promise<void> | null = null
 
@@ -117,6 +123,7 @@ export class Gateway {
     this.log = log
     this.deadLetterStore = upstream.deadLetters
     if (log.report.recovery !== undefined) this.recoveries.push({ ...log.report.recovery, at: this.now() })
+    if (log.report.newEpoch !== undefined) this.newEpochs[log.report.newEpoch.reason]++
     log.on('recovered', (report) => { this.recoveries.push({ ...report, at: this.now() }) })
     this.upstream = new MqttUpstream({
       url: config.upstream.url,
@@ -172,7 +179,9 @@ export class Gateway {
     return {
       append: (reading, options) => {
         const appended = this.log.append(reading, options)
-        this.ingested[adapter]++
+        // A reading dropped at once (QoS 0 meeting a buffer that holds commits back) is counted
+        // as dropped by the buffer, not as ingested: it was never written.
+        if (!appended.dropped) this.ingested[adapter]++
         return appended
       }
     }
@@ -239,6 +248,7 @@ export class Gateway {
       bootId,
       clock: context.clock,
       beforeCommit: context.beforeCommit,
+      beforeAck: context.beforeAck,
       // -- buffer bounds (issue 3)
       bounds: {
         maxBytes: config.buffer.maxBytes,
@@ -308,6 +318,7 @@ export class Gateway {
       rejected: this.forwarder.stats.rejected,
       setAside: this.forwarder.stats.setAside,
       deadLetters: this.deadLetterStore.size,
+      newEpochs: { ...this.newEpochs },
       // -- buffer bounds (issue 3)
       dropped: this.drops(),
       buffer: { ...this.log.health, ...this.log.diskUsage }
@@ -494,14 +505,31 @@ export class Gateway {
     this._status = 'closing'
     this.rateWindow.stop()
     const { logger } = this.context
-    for (const adapter of this.ingest) await adapter.close()
-    await this.forwarder.stop(this.context.drainGraceMs ?? 2000)
-    await this.upstream.close()
-    await this.deadLetterStore.flush()
-    await this.log.close()
-    await this.admin?.close()
+    // Every step runs whatever an earlier one did: a failed ack write must not leave LevelDB
+    // open (no clean-stop mark) or the admin server holding the process alive.
+    const errors: unknown[] = []
+    const step = async (what: string, run: () => Promise<void>): Promise<void> => {
+      try {
+        await run()
+      } catch (err) {
+        errors.push(err)
+        logger.error({ code: 'SLUICE_SHUTDOWN_FAILED', step: what, err }, `stopping: ${what} failed; the other steps go on`)
+      }
+    }
+    for (const adapter of this.ingest) await step(`closing the ${adapter.name} adapter`, async () => { await adapter.close() })
+    await step('draining the forwarder and saving the ack cursor', async () => { await this.forwarder.stop(this.context.drainGraceMs ?? 2000) })
+    await step('closing the upstream connection', async () => { await this.upstream.close() })
+    await step('saving the dead letters', async () => { await this.deadLetterStore.flush() })
+    await step('closing the buffer', async () => { await this.log.close() })
+    await step('closing the admin endpoint', async () => { await this.admin?.close() })
     this._status = 'closed'
-    logger.info({ lastSeq: this.log.lastSeq, acknowledged: this.forwarder.acknowledged }, 'sluice stopped')
+    const summary = { lastSeq: this.log.lastSeq, acknowledged: this.forwarder.acknowledged }
+    if (errors.length === 0) {
+      logger.info(summary, 'sluice stopped')
+      return
+    }
+    logger.error({ ...summary, code: 'SLUICE_SHUTDOWN_FAILED', failedSteps: errors.length }, 'sluice stopped, with errors')
+    throw new ShutdownError(errors, `${errors.length} step(s) of the shutdown failed`)
   }
 }
 

@@ -1,9 +1,9 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import type { CommitInfo } from '../buffer/index.js'
+import { type CommitInfo, GAP_REASONS } from '../buffer/index.js'
 import type { StatusReport } from './status.js'
 
-/** Every reason a reading can be dropped [SPEC 2.4, section 5]: shown at 0 before any drop. */
-export const DROP_REASONS = ['overflow', 'ttl', 'rejected', 'corrupt'] as const
+/** Every reason a reading can be dropped (the buffer's gap reasons): shown at 0 before any drop. */
+export const DROP_REASONS = GAP_REASONS
 
 /** What can be done about a damaged buffer (buffer/recover.ts): shown at 0 before it happens. */
 export const RECOVERY_ACTIONS = ['repaired', 'set-aside'] as const
@@ -116,6 +116,7 @@ export class GatewayMetrics {
       lastSeq: gauge('sluice_last_seq', 'The last seq given to a reading in the current epoch.'),
       diskFree: gauge('sluice_disk_free_bytes', 'Free space on the buffer\'s volume (what an unprivileged writer may still use).'),
       diskSize: gauge('sluice_disk_size_bytes', 'Size of the buffer\'s volume.'),
+      newEpochs: counter('sluice_new_epochs_total', 'New buffer epochs begun since start, by reason (power-loss, repaired, set-aside); each is announced upstream by an io.sluice.epoch event.', ['reason']),
       recoveries: counter('sluice_buffer_recoveries_total', 'Times the buffer was found damaged and repaired (action "repaired") or moved aside for a fresh one (action "set-aside"), since start.', ['action']),
       written: counter('sluice_buffer_written_bytes_total', 'Bytes written to the buffer (keys and values handed to LevelDB): the flash-wear figure, before LevelDB\'s own compaction writes.'),
       commitSeconds: new Histogram({
@@ -179,6 +180,7 @@ export class GatewayMetrics {
     const recoveries: Record<string, number> = Object.fromEntries(RECOVERY_ACTIONS.map((a) => [a, 0]))
     for (const r of report.buffer.recoveries) recoveries[r.action]++
     setTotals(m.recoveries, 'action', recoveries)
+    setTotals(m.newEpochs, 'reason', report.totals.newEpochs)
     setOrNaN(m.diskFree, report.disk.freeBytes)
     setOrNaN(m.diskSize, report.disk.totalBytes)
     return await this.registry.metrics()

@@ -1,7 +1,12 @@
-import type { LogEntry } from '../buffer/index.js'
+import type { GapReason, LogEntry } from '../buffer/index.js'
 import type { PendingRange } from '../buffer/dead-letters.js'
 import { Slot, position } from '../buffer/keys.js'
-import type { OutgoingEntry, UpstreamAdapter, UpstreamFormat, UpstreamMessage } from '../adapters/contract.js'
+import type { GapAnnouncement, OutgoingEntry, UpstreamAdapter, UpstreamFormat, UpstreamMessage } from '../adapters/contract.js'
+
+/** The upstream contract's gap reasons are the buffer's list, no more, no less (compile-time check). */
+type SameSet<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false
+const gapReasonsAgree: SameSet<GapReason, GapAnnouncement['reason']> = true
+void gapReasonsAgree
 
 /** A gap event the forwarder sends in place of readings it set aside. */
 export type SetAsideGap = Extract<OutgoingEntry, { kind: 'gap' }> & { pos: number }

@@ -68,6 +68,8 @@ export interface StatusReport {
     rejected: number
     refused: Record<string, number>
     dropped: Record<string, number>
+    /** new epochs begun since start, by reason (power-loss, repaired, set-aside) */
+    newEpochs: Record<string, number>
   }
   /** readings set aside (refused by the upstream) and kept for inspection */
   deadLetters: number
@@ -139,7 +141,8 @@ export async function buildStatus (gateway: Gateway): Promise<StatusReport> {
       resent: stats.resent,
       rejected: stats.rejected,
       refused: { ...stats.refused },
-      dropped
+      dropped,
+      newEpochs: stats.newEpochs
     },
     deadLetters: stats.deadLetters,
     recentDeadLetters: (await gateway.deadLetters(20)).map((d) => ({

@@ -1,8 +1,15 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { DurableLog, type DurableLogOptions, type LogEntry } from '../buffer/index.js'
 
 const reading = (i: number): { time: number, topic: string, payload: Buffer } =>
   ({ time: 1_700_000_000_000 + i, topic: `s/${i % 3}`, payload: Buffer.from(`r${i}`) })
+
+const SYNC_CHILD = fileURLToPath(new URL('./helpers/sync-child.mjs', import.meta.url))
 
 function options (path: string, extra: Partial<DurableLogOptions> = {}): DurableLogOptions {
   return { path, sync: 'interval', syncIntervalMs: 1000, bootId: 'boot-a', ...extra }
@@ -142,10 +149,33 @@ t.test('append after close is refused', async (t) => {
   t.throws(() => log.append(reading(1)), { code: 'SLUICE_BUFFER_NOT_OPEN' })
 })
 
-t.test('sync: always commits with fsync and still groups', async (t) => {
-  const log = await DurableLog.open(options(t.testdir(), { sync: 'always' }))
-  t.teardown(async () => { await log.close() })
-  const all = Array.from({ length: 100 }, (_, i) => log.append(reading(i)))
-  await Promise.all(all.map(async (a) => await a.durable))
-  t.equal((await readAll(log)).length, 100)
+/**
+ * Runs test/helpers/sync-child.mjs under strace and returns, between its two markers, the
+ * fsyncs of LevelDB's write-ahead log (*.log) and the group commits the log reported.
+ */
+async function observeSyncs (t: Test, sync: 'always' | 'interval'): Promise<{ walSyncs: number, commits: number }> {
+  const dir = t.testdir()
+  const trace = join(dir, 'strace.txt')
+  const child = spawn('strace', ['-f', '-y', '-e', 'trace=fsync,fdatasync,write', '-o', trace, process.execPath, SYNC_CHILD, join(dir, 'db'), sync],
+    { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stderr = ''
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+  const [code] = await once(child, 'close') as [number | null]
+  t.equal(code, 0, `strace and the child ran (install strace if it is missing): ${stderr}`)
+  const lines = readFileSync(trace, 'utf8').split('\n')
+  const start = lines.findIndex((l) => /write\(1<[^>]*>, "appending/.test(l))
+  const end = lines.findIndex((l) => /write\(1<[^>]*>, "commits \d+/.test(l))
+  t.ok(start >= 0 && end > start, 'both markers are in the trace')
+  const walSyncs = lines.slice(start, end).filter((l) => /f(data)?sync\(\d+<[^>]*\.log>\) = 0/.test(l)).length
+  const commits = Number(/commits (\d+)/.exec(lines[end])?.[1])
+  return { walSyncs, commits }
+}
+
+t.test('sync: always fsyncs every group commit and still groups (seen with strace)', async (t) => {
+  const always = await observeSyncs(t, 'always')
+  t.ok(always.commits >= 1 && always.commits <= 50, `100 readings in ${always.commits} group commits`)
+  t.equal(always.walSyncs, always.commits, 'one fsync of the write-ahead log per group commit')
+  // The control: without sync "always", a commit is not fsynced (so the observation can fail).
+  const interval = await observeSyncs(t, 'interval')
+  t.equal(interval.walSyncs, 0, 'sync: interval does not fsync the commits themselves')
 })

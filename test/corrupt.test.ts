@@ -14,6 +14,7 @@ import { startSensors } from './helpers/sensors.js'
 import { runCli, startDaemon, writeConfig, type DaemonRun } from './helpers/daemon.js'
 import { freePort } from './helpers/ports.js'
 import { coverage, coverageCounter } from './helpers/coverage.js'
+import { publishAll, readings } from './helpers/upstream.js'
 
 interface Setup { dir: string, buffer: string, config: string, link: Proxy, receiver: Receiver, port: number, admin: string, acked: Set<string>, epoch: string }
 
@@ -21,7 +22,7 @@ interface Setup { dir: string, buffer: string, config: string, link: Proxy, rece
  * A daemon whose upstream is cut off takes `perSensor` readings from two sensors, then stops
  * cleanly: its buffer holds them all, in tables and in the write-ahead log.
  */
-async function bufferWithBacklog (t: Test, perSensor: number): Promise<Setup> {
+async function bufferWithBacklog (t: Test, perSensor: number, forwarded = 0): Promise<Setup> {
   const dir = t.testdir()
   const buffer = join(dir, 'buffer')
   const upstream = await startMosquitto(t)
@@ -39,9 +40,22 @@ async function bufferWithBacklog (t: Test, perSensor: number): Promise<Setup> {
     admin: { listen: admin },
     log: { level: 'info' }
   })
-  link.cut()
+  if (forwarded === 0) link.cut()
   const first = await startDaemon(t, config)
   const epoch = (await first.waitForLine('sluice ready')).epoch
+  if (forwarded > 0) {
+    // These readings reach the upstream, which acknowledges them, before the link is cut.
+    await publishAll(t, `mqtt://127.0.0.1:${port}`, readings(forwarded, 0, 'sensors/early/temp'))
+    await receiver.waitFor((msgs) => coverage(msgs, epoch).readings.size >= forwarded, 30_000, 'the early readings upstream')
+    let backlog = -1
+    const deadline = Date.now() + 10_000
+    while (backlog !== 0 && Date.now() < deadline) {
+      backlog = (await (await fetch(`http://${admin}/status`)).json() as any).buffer.backlog.readings
+      if (backlog !== 0) await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+    t.equal(backlog, 0, 'the early readings were acknowledged upstream')
+    link.cut()
+  }
   const sensors = await startSensors(t, `mqtt://127.0.0.1:${port}`, { count: 2, inflight: 20, readingsPerSensor: perSensor })
   await sensors.finished()
   await sensors.stop()
@@ -97,8 +111,11 @@ t.test('garbage in CURRENT: LevelDB repairs the buffer, nothing is lost, a new e
   await daemon.kill('SIGTERM')
 })
 
-t.test('every file overwritten with garbage: the directory is set aside, never deleted, and a fresh buffer starts', async (t) => {
-  const s = await bufferWithBacklog(t, 500)
+t.test('every file overwritten with garbage: the directory is set aside, never deleted, and a fresh buffer starts, announced upstream', async (t) => {
+  const early = 50
+  const s = await bufferWithBacklog(t, 500, early)
+  const oldEpochMessages = (): any[] => s.receiver.messages.filter((m) => m.json?.sluiceepoch === s.epoch)
+  const oldBefore = oldEpochMessages().length
   const before = files(s.buffer, /./)
   for (const name of before) {
     if (statSync(join(s.buffer, name)).isFile()) writeFileSync(join(s.buffer, name), Buffer.alloc(300, 0xa5))
@@ -126,6 +143,20 @@ t.test('every file overwritten with garbage: the directory is set aside, never d
   await sensors.finished()
   s.link.restore()
   await s.receiver.waitFor((msgs) => coverage(msgs, ready.epoch).readings.size >= 10, 30_000, 'the new readings upstream')
+  // The receiver is told the backlog is gone: the new buffer's first event says it was set aside.
+  const fresh = s.receiver.messages.filter((m) => m.json?.sluiceepoch === ready.epoch)
+  t.match(fresh[0]?.json, { type: 'io.sluice.epoch' }, 'the first message of the new buffer is an epoch event')
+  t.same(fresh[0]?.json.data, { epoch: ready.epoch, previous: null, lastDurableSeq: null, reason: 'set-aside' },
+    'reason set-aside; the garbage no longer says which epoch or seq came before')
+  t.same(coverage(s.receiver.messages, ready.epoch).readings.size, 10, 'then the new readings, from seq 1')
+  // The old epoch: what the upstream acknowledged arrived once; the unsent backlog is not sent.
+  const old = coverage(s.receiver.messages, s.epoch)
+  t.same([...old.readings.keys()].sort((a, b) => a - b), Array.from({ length: early }, (_, i) => i + 1), 'the old epoch\'s acknowledged readings, seqs 1..50, arrived')
+  t.same(old.gaps, [], 'no gap in the old epoch')
+  t.equal(oldEpochMessages().length, oldBefore, 'nothing of the old epoch was sent after the set-aside')
+  t.notOk([...old.readings.values()].some((k) => s.acked.has(k)), 'none of the unsent backlog arrived (it was garbage)')
+  const metrics = await (await fetch(`http://${s.admin}/metrics`)).text()
+  t.match(metrics, /^sluice_new_epochs_total\{reason="set-aside"\} 1$/m, 'counted: sluice_new_epochs_total{reason="set-aside"} 1')
   await daemon.kill('SIGTERM')
 })
 

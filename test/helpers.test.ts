@@ -200,3 +200,11 @@ t.test('receiver: MQTT 5 with user properties, startReceiver fails fast on a dea
   const dead = await freePort()
   await t.rejects(startReceiver(t, `mqtt://127.0.0.1:${dead}`, '#', { connectTimeoutMs: 500 }), /no connection/)
 })
+
+t.test('tmpfs helper: a failed mount may only skip a test outside CI and without root', async (t) => {
+  const { mountRequired } = await import('./helpers/tmpfs.js')
+  t.equal(mountRequired({ CI: 'true' }, 1000), true, 'under CI a failed mount fails the test')
+  t.equal(mountRequired({}, 0), true, 'as root too')
+  t.equal(mountRequired({}, 1000), false, 'an unprivileged developer run may skip')
+  t.equal(mountRequired({ CI: 'false' }, 1000), false)
+})

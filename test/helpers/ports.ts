@@ -2,8 +2,10 @@ import { createServer } from 'node:net'
 
 /**
  * A TCP port on 127.0.0.1 that was free a moment ago (listen on port 0, read it, close).
- * For servers that cannot take port 0 themselves (mosquitto: `listener 0` means a Unix socket).
- * Another process could take it between close and reuse; callers that bind it retry on EADDRINUSE.
+ * Only for servers that cannot take port 0 themselves (mosquitto: `listener 0` means a Unix
+ * socket). Another process can take it between close and reuse: startMosquitto starts again on a
+ * new port when its log says the address is in use. Servers that can take port 0 (aedes, the
+ * admin endpoint, node:http, node:net) should bind port 0 and read the real port back instead.
  */
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
