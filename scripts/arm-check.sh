@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Proves the built sluice on an ARM CPU, under qemu user-mode emulation, on this x86-64 machine.
 #
-#   scripts/arm-check.sh arm64|armv7l
+#   scripts/arm-check.sh arm64|armv7l [--measure]
 #
 # arm64 is a Pi 3/4/5 or Zero 2 W on 64-bit Raspberry Pi OS; armv7l the same boards on 32-bit
 # (armhf) Raspberry Pi OS. Run it as root from a built tree (npm ci && npm run build). It:
@@ -18,13 +18,17 @@
 #      (classic-level) and cbor-extract loaded; runs `sluice demo` to its verdict; runs the kill -9
 #      crash check (test/arm/crash.arm.ts: kill -9 while buffering, restart, every PUBACKed
 #      reading arrives upstream, in order).
-# It exits non-zero on any failure and ends with one line saying what passed.
+# It exits non-zero on any failure and ends with one line saying what passed. With --measure it
+# runs test/arm/measure.arm.ts instead of 4b and 4c: time to ready, RSS after start and with a
+# 100k-reading backlog (the README's figures).
 set -euo pipefail
 
 say() { printf 'arm-check %s: %s\n' "${ARCH:-?}" "$*"; }
 die() { printf 'arm-check %s: FAILED: %s\n' "${ARCH:-?}" "$*" >&2; exit 1; }
 
 ARCH="${1:-}"
+MEASURE=0
+[ "${2:-}" != --measure ] || MEASURE=1
 case "$ARCH" in
   arm64)
     QEMU=qemu-aarch64 DEB_ARCH=arm64 NPM_CPU=arm64 NODE_ARCH=arm64
@@ -128,6 +132,15 @@ node -e '
   "$probe" "$NODE_ARCH" "$STAGE" "$BINDING" "$CBOR_BINDING" || die "wrong binaries loaded"
 passed+=("process.arch $NODE_ARCH with ${BINDING##*/} and ${CBOR_BINDING#*/}")
 
+command_json="$(node -e 'console.log(JSON.stringify(process.argv.slice(1)))' \
+  "$(command -v "$QEMU")" "$NODE" --import "$STAGE/scripts/arm/whoami.mjs" "$STAGE/dist/daemon/bin.js")"
+if [ "$MEASURE" -eq 1 ]; then
+  (cd "$SRC" && SLUICE_ARM_COMMAND="$command_json" SLUICE_ARM_ARCH="$NODE_ARCH" \
+    npx tap --disable-coverage --timeout=2400 test/arm/measure.arm.ts) || die "the measurement failed"
+  say "measured in $((SECONDS - started)) s"
+  exit 0
+fi
+
 # --- 4b. sluice demo to its verdict -------------------------------------------------------------
 demo_log="$CACHE/demo-$ARCH.log"
 t0=$SECONDS
@@ -138,11 +151,9 @@ say "demo ($((SECONDS - t0)) s): $(grep -E '^(PASS|FAIL)' "$demo_log" | tail -n 
 passed+=("sluice demo")
 
 # --- 4c. the kill -9 crash check -----------------------------------------------------------------
-command_json="$(node -e 'console.log(JSON.stringify(process.argv.slice(1)))' \
-  "$(command -v "$QEMU")" "$NODE" --import "$STAGE/scripts/arm/whoami.mjs" "$STAGE/dist/daemon/bin.js")"
 t0=$SECONDS
 (cd "$SRC" && SLUICE_ARM_COMMAND="$command_json" SLUICE_ARM_ARCH="$NODE_ARCH" SLUICE_ARM_BINDING="$STAGE/node_modules/$BINDING" \
-  npx tap --disable-coverage --reporter=terse test/arm/crash.arm.ts) || die "the kill -9 crash check failed"
+  npx tap --disable-coverage test/arm/crash.arm.ts) || die "the kill -9 crash check failed"
 say "crash check: $((SECONDS - t0)) s"
 passed+=("kill -9 crash check")
 
