@@ -153,7 +153,7 @@ passed+=("sluice demo")
 # --- 4c. the kill -9 crash check -----------------------------------------------------------------
 t0=$SECONDS
 (cd "$SRC" && SLUICE_ARM_COMMAND="$command_json" SLUICE_ARM_ARCH="$NODE_ARCH" SLUICE_ARM_BINDING="$STAGE/node_modules/$BINDING" \
-  npx tap --disable-coverage test/arm/crash.arm.ts) || die "the kill -9 crash check failed"
+  npx tap --disable-coverage --timeout=1200 test/arm/crash.arm.ts) || die "the kill -9 crash check failed"
 say "crash check: $((SECONDS - t0)) s"
 passed+=("kill -9 crash check")
 
