@@ -132,6 +132,12 @@ node -e '
   "$probe" "$NODE_ARCH" "$STAGE" "$BINDING" "$CBOR_BINDING" || die "wrong binaries loaded"
 passed+=("process.arch $NODE_ARCH with ${BINDING##*/} and ${CBOR_BINDING#*/}")
 
+# A tap run that times out leaves its daemons running: stop the ones on this stage, by pid.
+stop_leftovers() {
+  local pid
+  for pid in $(pgrep -f -- "$STAGE/dist/daemon/bin.js run" || true); do kill -9 "$pid" 2>/dev/null || true; done
+}
+trap stop_leftovers EXIT
 command_json="$(node -e 'console.log(JSON.stringify(process.argv.slice(1)))' \
   "$(command -v "$QEMU")" "$NODE" --import "$STAGE/scripts/arm/whoami.mjs" "$STAGE/dist/daemon/bin.js")"
 if [ "$MEASURE" -eq 1 ]; then
