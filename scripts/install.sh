@@ -70,12 +70,32 @@ done
 # --- Node.js ----------------------------------------------------------------------------------
 NODE="$(command -v node || true)"
 [ -n "$NODE" ] || die "Node.js >= $NODE_MIN_MAJOR is required and no 'node' is on PATH. On Raspberry Pi OS / Debian: install nodejs 20 or later (Debian 13, or NodeSource's packages)"
-NODE_VERSION="$("$NODE" -p 'process.versions.node' 2>/dev/null || true)"
+NODE_INFO="$("$NODE" -p 'process.versions.node + " " + process.arch' 2>/dev/null || true)"
+NODE_VERSION="${NODE_INFO%% *}"
+NODE_ARCH=""
+case "$NODE_INFO" in *" "*) NODE_ARCH="${NODE_INFO#* }" ;; esac
 NODE_MAJOR="${NODE_VERSION%%.*}"
 case "$NODE_MAJOR" in ''|*[!0-9]*) die "could not read the version of $NODE" ;; esac
 if [ "$NODE_MAJOR" -lt "$NODE_MIN_MAJOR" ]; then
   die "Node.js >= $NODE_MIN_MAJOR is required, found v$NODE_VERSION at $NODE. Install nodejs $NODE_MIN_MAJOR or later (Debian 13, or NodeSource's packages for Raspberry Pi OS)"
 fi
+# --- the CPU ----------------------------------------------------------------------------------
+# LevelDB (classic-level) and cbor-extract ship prebuilt binaries for linux-x64, linux-arm64 and
+# linux-arm (armv7); a Pi has no compiler to build them. Node.js 20 has official builds for
+# arm64, armv7l and x64 only: armv6 (Pi Zero, Zero W, Pi 1) is not supported. A 32-bit Raspberry
+# Pi OS on a Pi 4 or 5 runs a 64-bit kernel (uname -m says aarch64) under an armhf Node.js: the
+# Node.js architecture decides which binaries are loaded.
+MACHINE="$(uname -m 2>/dev/null || true)"
+case "$MACHINE" in
+  aarch64|arm64|armv7l|armv8l|x86_64) ;;
+  armv6l) die "this CPU is armv6 (Raspberry Pi Zero, Zero W or 1): not supported. Node.js 20 has no official build for armv6; use a Pi Zero 2 W, 3, 4 or 5" ;;
+  *) die "CPU '$MACHINE' (uname -m) is not supported: sluice runs on aarch64 (arm64), armv7l (armhf) and x86_64" ;;
+esac
+case "$NODE_ARCH" in
+  arm64|arm|x64) ;;
+  *) die "Node.js at $NODE is built for '${NODE_ARCH:-unknown}' on a $MACHINE CPU: sluice needs an arm64, arm (armv7) or x64 Node.js, for which its native dependencies ship prebuilt binaries" ;;
+esac
+say "Node.js v$NODE_VERSION ($NODE_ARCH) on $MACHINE"
 # The service runs with ProtectHome=yes: a Node.js under a home directory (nvm) is invisible to it.
 case "$NODE" in
   /home/*|/root/*|/run/user/*)

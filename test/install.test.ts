@@ -251,3 +251,36 @@ t.test('a Node.js older than 20 is refused with a clear message, before anything
   t.match(r.stderr, /Node\.js >= 20 is required, found v18\.20\.4/, r.stderr.trim())
   t.same(readdirSync(root), [], 'nothing was written')
 })
+
+/** Puts fake `node` and `uname` first on PATH: the CPU and Node.js a Pi would report. */
+function fakeHost (bin: string, node: string, machine: string): NodeJS.ProcessEnv {
+  writeFileSync(join(bin, 'node'), `#!/bin/sh\necho '${node}'\n`)
+  writeFileSync(join(bin, 'uname'), `#!/bin/sh\necho '${machine}'\n`)
+  chmodSync(join(bin, 'node'), 0o755)
+  chmodSync(join(bin, 'uname'), 0o755)
+  return { PATH: `${bin}:${process.env.PATH ?? ''}` }
+}
+
+t.test('an armv6 Pi (Zero, Zero W, 1) is refused: Node.js 20 has no official armv6 build', { skip }, async (t) => {
+  const { root, scratch: bin } = dirs(t)
+  const r = sh(INSTALL, ['--root', root, '--copy-node-modules'], fakeHost(bin, '20.11.0 arm', 'armv6l'))
+  t.not(r.status, 0, 'install.sh fails')
+  t.match(r.stderr, /armv6 \(Raspberry Pi Zero, Zero W or 1\): not supported/, r.stderr.trim())
+  t.same(readdirSync(root), [], 'nothing was written')
+})
+
+t.test('a CPU other than aarch64, armv7l or x86_64 is refused, naming what is supported', { skip }, async (t) => {
+  const { root, scratch: bin } = dirs(t)
+  const r = sh(INSTALL, ['--root', root, '--copy-node-modules'], fakeHost(bin, '20.11.0 riscv64', 'riscv64'))
+  t.not(r.status, 0, 'install.sh fails')
+  t.match(r.stderr, /CPU 'riscv64' \(uname -m\) is not supported: sluice runs on aarch64 \(arm64\), armv7l \(armhf\) and x86_64/, r.stderr.trim())
+  t.same(readdirSync(root), [], 'nothing was written')
+})
+
+t.test('a Node.js built for a CPU without prebuilt bindings is refused, on a supported board', { skip }, async (t) => {
+  const { root, scratch: bin } = dirs(t)
+  const r = sh(INSTALL, ['--root', root, '--copy-node-modules'], fakeHost(bin, '20.11.0 ia32', 'x86_64'))
+  t.not(r.status, 0, 'install.sh fails')
+  t.match(r.stderr, /built for 'ia32' on a x86_64 CPU: sluice needs an arm64, arm \(armv7\) or x64 Node\.js/, r.stderr.trim())
+  t.same(readdirSync(root), [], 'nothing was written')
+})

@@ -40,9 +40,19 @@ export async function runCli (args: string[], env: NodeJS.ProcessEnv = {}): Prom
   return { code, stdout, stderr }
 }
 
+/** How to start the daemon when not this Node.js on this tree's dist/ (e.g. an emulated ARM Node.js). */
+export interface DaemonCommand {
+  /** the program and its leading arguments, before `run -c FILE` (default: this node, BIN) */
+  readonly command?: readonly string[]
+  /** how long to wait for `sluice ready` (default 15 s) */
+  readonly readyTimeoutMs?: number
+}
+
 /** Starts `sluice run -c configFile`; resolves once it logged `sluice ready` (or rejects if it exits). */
-export async function startDaemon (t: TestLike, configFile: string, env: NodeJS.ProcessEnv = {}): Promise<DaemonRun> {
-  const child = spawn(process.execPath, [BIN, 'run', '-c', configFile], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+export async function startDaemon (t: TestLike, configFile: string, env: NodeJS.ProcessEnv = {}, how: DaemonCommand = {}): Promise<DaemonRun> {
+  const [program, ...leading] = how.command ?? [process.execPath, BIN]
+  if (program === undefined) throw new TypeError('startDaemon: an empty command')
+  const child = spawn(program, [...leading, 'run', '-c', configFile], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   const lines: any[] = []
   const waiters = new Set<() => void>()
   let stderr = ''
@@ -90,7 +100,7 @@ export async function startDaemon (t: TestLike, configFile: string, env: NodeJS.
       check()
     })
   }
-  await waitForLine('sluice ready')
+  await waitForLine('sluice ready', how.readyTimeoutMs)
   return {
     child,
     lines,
