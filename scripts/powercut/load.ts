@@ -50,7 +50,7 @@ export class Receiver {
   static async start (port: number): Promise<Receiver> {
     const client = mqtt.connect({ host: '127.0.0.1', port, protocolVersion: 4, clientId: 'powercut-receiver', clean: false, reconnectPeriod: 1000 })
     const r = new Receiver(client)
-    client.on('message', (topic, payload) => { r.record(topic, payload) })
+    client.on('message', (_topic, payload) => { r.record(payload) })
     await new Promise<void>((resolve, reject) => {
       client.once('connect', () => { client.subscribe('sluice/#', { qos: 1 }, (err) => { if (err !== null && err !== undefined) reject(err); else resolve() }) })
       client.once('error', reject)
@@ -58,7 +58,7 @@ export class Receiver {
     return r
   }
 
-  private record (topic: string, payload: Buffer): void {
+  private record (payload: Buffer): void {
     const at = performance.now()
     this.lastAt = at
     const event = JSON.parse(payload.toString('utf8')) as { type: string, sluiceepoch: string, sequence?: string, data?: Record<string, unknown> }
@@ -76,7 +76,6 @@ export class Receiver {
         // health readings and anything else sluice may send are not part of the count
         break
     }
-    void topic
   }
 
   async close (): Promise<void> {
