@@ -115,20 +115,31 @@ async function main (): Promise<number> {
   const base: BootOptions = { image, disk, serialLog: '', brokerPort: await freePort(), adminPort: await freePort(), upstreamPort, sync, syncIntervalMs }
 
   let boot = 0
+  let kernelRetries = 0
   const bootVm = async (): Promise<{ vm: Vm, recoveries: Status['buffer']['recoveries'] }> => {
-    const vm = new Vm({ ...base, serialLog: join(work, `serial-${boot++}.log`) })
-    vms.push(vm)
-    try {
-      const s = await waitFor('sluice in the guest to be ready', 300000, async () => {
-        if (!vm.running) throw new Error('qemu exited')
-        const st = await status(base.adminPort)
-        return st.ready && st.upstream.connected ? st : undefined
-      })
-      return { vm, recoveries: s.buffer.recoveries }
-    } catch (err) {
-      console.log(`powercut: boot ${boot - 1} did not come up: ${(err as Error).message}\n${tail(vm.serial())}`)
-      await vm.kill()
-      throw err
+    for (let attempt = 1; ; attempt++) {
+      const vm = new Vm({ ...base, serialLog: join(work, `serial-${boot++}.log`) })
+      vms.push(vm)
+      try {
+        const s = await waitFor('sluice in the guest to be ready', 300000, async () => {
+          if (!vm.running) return null
+          const st = await status(base.adminPort)
+          return st.ready && st.upstream.connected ? st : undefined
+        })
+        if (s !== null) return { vm, recoveries: s.buffer.recoveries }
+        throw new Error('the virtual machine stopped')
+      } catch (err) {
+        await vm.kill()
+        // A kernel that dies before the guest's /init never touched the disk: the emulator's
+        // fault, not sluice's. Boot again (a few times); anything later counts against sluice.
+        if (!vm.reachedInit() && attempt < 3) {
+          kernelRetries++
+          console.log(`powercut: boot ${boot - 1} failed before init (emulator), booting again\n${tail(vm.serial(), 3)}`)
+          continue
+        }
+        console.log(`powercut: boot ${boot - 1} did not come up: ${(err as Error).message}\n${tail(vm.serial())}`)
+        throw err
+      }
     }
   }
 
@@ -185,7 +196,8 @@ async function main (): Promise<number> {
     `duplicates            ${totals.duplicates}`,
     `epochs announced      ${totals.epochs} of ${totals.cycles} power cuts`,
     `buffer reopened       ${reopened} (repaired ${totals.repaired}, set aside ${totals.setAside})`,
-    `promises broken       ${totals.broken}`
+    `promises broken       ${totals.broken}`,
+    `boots retried         ${kernelRetries} (the kernel died before init, an emulator fault)`
   ].join('\n'))
   if (totals.broken === 0 && values.keep !== true) rmSync(work, { recursive: true, force: true })
   else console.log(`powercut: disk image, serial logs and mosquitto log kept in ${work}`)
@@ -193,8 +205,9 @@ async function main (): Promise<number> {
   return totals.broken === 0 ? 0 : 1
 }
 
-main().then((code) => { process.exitCode = code }, (err: unknown) => {
+// process.exit: an MQTT.js client of a cut connection can keep the event loop alive; the exit
+// handler powers off any VM and stops mosquitto.
+main().then((code) => { process.exit(code) }, (err: unknown) => {
   console.error(`powercut: ${(err as Error).stack ?? String(err)}`)
-  // The exit handler powers off any VM and stops mosquitto.
   process.exit(2)
 })
