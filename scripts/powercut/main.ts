@@ -146,7 +146,7 @@ async function main (): Promise<number> {
   const totals = { cycles: 0, acked: 0, lost: 0, duplicates: 0, epochs: 0, repaired: 0, setAside: 0, reopenFailed: 0, oldestLossMs: 0, maxLostPerCycle: 0, broken: 0 }
   let epochFrom = 1
   let current = (await bootVm()).vm
-  console.log('cycle  kill-after  acked  lost  dup  epoch(lastDurableSeq)  recoveries')
+  console.log('cycle  kill-after  acked  lost  oldest-lost  dup  epoch(lastDurableSeq)  recoveries')
   for (let c = 1; c <= cycles; c++) {
     const delay = Math.round(random() * maxDelayMs)
     const sensors = new Sensors(c, base.brokerPort)
@@ -179,7 +179,8 @@ async function main (): Promise<number> {
     if (result.oldestLossMs !== null) totals.oldestLossMs = Math.max(totals.oldestLossMs, result.oldestLossMs)
     if (result.epochEvent !== null) epochFrom = result.epochEvent.lastDurableSeq + 1
     const ep = result.epochEvent === null ? '-' : `${result.epochsAnnounced}(${result.epochEvent.lastDurableSeq})`
-    console.log(`${String(c).padStart(5)}  ${String(delay).padStart(7)} ms  ${String(result.acked).padStart(5)}  ${String(result.lost).padStart(4)}  ${String(result.duplicates).padStart(3)}  ${ep.padStart(20)}  ${recov === '' ? '-' : recov}`)
+    const age = result.oldestLossMs === null ? '-' : `${Math.round(result.oldestLossMs)} ms`
+    console.log(`${String(c).padStart(5)}  ${String(delay).padStart(7)} ms  ${String(result.acked).padStart(5)}  ${String(result.lost).padStart(4)}  ${age.padStart(11)}  ${String(result.duplicates).padStart(3)}  ${ep.padStart(20)}  ${recov === '' ? '-' : recov}`)
     for (const b of result.broken) console.log(`  BROKEN (cycle ${c}, seed ${seed}): ${b}`)
     totals.broken += result.broken.length
     if (result.broken.length > 0 && totals.reopenFailed > 0) break
