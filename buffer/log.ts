@@ -338,10 +338,19 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
   private async beginEpoch (reason: EpochReason): Promise<void> {
     const data: EpochEventData = { epoch: newEpoch(), previous: this.epoch, lastDurableSeq: this._lastSeq, reason }
     const from = this._lastSeq + 1
-    this.epochs = [...this.epochs, { epoch: data.epoch, from }]
+    // An epoch that never got a durable reading (power lost again soon after a boot) starts at the
+    // same seq as this one: this one takes its place, and its announcement the same position.
+    const spans = this.epochs.at(-1)?.from === from ? this.epochs.slice(0, -1) : this.epochs
+    this.epochs = [...spans, { epoch: data.epoch, from }]
     this.report.newEpoch = data
     const pos = position(from, Slot.Epoch)
     await this.db.put(logKey(pos), encodeEpochEvent(this.clock(), data))
+    if (this._ackPos >= pos) {
+      // That position's previous announcement was already acknowledged upstream: move the cursor
+      // back over it so this one is sent too (everything before it stays acknowledged).
+      this._ackPos = pos - 1
+      await this.db.put(metaKey('ack'), encodeMeta(this._ackPos))
+    }
     this._lastCommittedPos = Math.max(this._lastCommittedPos, pos)
   }
 

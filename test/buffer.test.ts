@@ -136,6 +136,43 @@ t.test('a reboot after an unclean stop begins a new epoch and announces it; a cr
   ], 'old readings keep their epoch; the announcement comes between the epochs')
 })
 
+t.test('two power losses in a row with no reading between them: each new epoch is announced', async (t) => {
+  // A cut soon after a boot, before any new reading was durable, leaves the next epoch starting at
+  // the same seq as the one before, whose announcement was already forwarded and acknowledged.
+  const path = t.testdir()
+  const { spawnSync } = await import('node:child_process')
+  const script = `
+    import { DurableLog } from ${JSON.stringify(new URL('../buffer/index.ts', import.meta.url).href)}
+    const log = await DurableLog.open({ path: ${JSON.stringify(path)}, sync: 'interval', syncIntervalMs: 1000, bootId: process.argv[1] })
+    for (let i = 0; i < Number(process.argv[2]); i++) await log.append({ time: i, topic: 't', payload: Buffer.from('x') }).durable
+    // the forwarder's part: everything is sent and acknowledged upstream
+    const entries = await log.read(log.ackPos, 1000)
+    const announced = entries.filter((e) => e.kind === 'epoch').map((e) => e.data.epoch)
+    if (entries.length > 0) await log.ack(entries[entries.length - 1].pos)
+    process.stdout.write(JSON.stringify({ epoch: log.epoch, announced }))
+    process.kill(process.pid, 'SIGKILL')
+  `
+  const boot = (bootId: string, readings: number): { epoch: string, announced: string[] } => {
+    const child = spawnSync(process.execPath, [...process.execArgv, '--input-type=module', '-e', script, bootId, String(readings)], { encoding: 'utf8' })
+    t.equal(child.signal, 'SIGKILL', 'the child was killed')
+    return JSON.parse(child.stdout) as { epoch: string, announced: string[] }
+  }
+  const first = boot('boot-a', 3)
+  const second = boot('boot-b', 0)
+  t.not(second.epoch, first.epoch)
+  t.same(second.announced, [second.epoch], 'the first power loss is announced')
+  const third = boot('boot-c', 0)
+  t.not(third.epoch, second.epoch)
+  t.same(third.announced, [third.epoch], 'the second one is announced too, although no reading came between them')
+
+  const log = await DurableLog.open(options(path, { bootId: 'boot-d' }))
+  t.teardown(async () => { await log.close() })
+  const next = log.append(reading(4))
+  t.equal(next.seq, 4, 'seq goes on')
+  await next.durable
+  t.equal(log.epochOf(4), log.epoch, 'the new reading is of the newest epoch')
+})
+
 t.test('a second open of the same buffer is a clear locked error', async (t) => {
   const path = t.testdir()
   const log = await DurableLog.open(options(path))
