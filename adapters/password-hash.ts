@@ -57,8 +57,9 @@ export async function readPassword (input: NodeJS.ReadableStream, prompt?: NodeJ
 }
 
 async function readHidden (input: NodeJS.ReadStream, prompt: NodeJS.WritableStream | undefined): Promise<string> {
-  prompt?.write('Password: ')
+  // Echo off before the prompt: whoever sees the prompt may type at once.
   input.setRawMode(true)
+  prompt?.write('Password: ')
   input.setEncoding('utf8')
   try {
     return await new Promise<string>((resolve, reject) => {
