@@ -210,7 +210,7 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
       return this.refuse(client, 'buffer-unavailable', `not accepting readings: ${(err as Error).message}`, callback)
     }
     // MQTT gives no way to slow a QoS 0 sender; its reading is buffered without waiting, or, when
-    // the buffer holds readings back, dropped and announced by the buffer (issue 3, SPEC 2.6).
+    // the buffer holds readings back, dropped and announced by the buffer (docs/guarantees.md §6).
     if (packet.qos === 0) {
       // Nothing waits for it: a QoS 0 reading that is not stored is the buffer's to announce.
       durable.catch(() => {})

@@ -26,13 +26,13 @@ export interface ReadingSink {
   append: (reading: Reading, options?: AppendOptions) => { seq: number, durable: Promise<void>, dropped?: boolean }
 }
 
-/** issue 3: how a reading meets a full buffer. */
+/** How a reading meets a full buffer. */
 export interface AppendOptions {
   /**
    * false for a sender that cannot be slowed down (an MQTT QoS 0 publish): while the buffer holds
    * readings back (full under `overflow: block`, or failing writes) its reading is dropped at once,
-   * counted and announced by a gap event, instead of queued in memory [SPEC 2.6]. It still gets its
-   * seq first [SPEC 2.2]; `dropped` is then true. Default true.
+   * counted and announced by a gap event, instead of queued in memory (docs/guarantees.md §6). It still gets its
+   * seq first (docs/guarantees.md §2); `dropped` is then true. Default true.
    */
   canWait?: boolean
 }
@@ -138,7 +138,7 @@ export type OutgoingEntry =
   | { kind: 'gap', seq: number, epoch: string, time: number, data: GapAnnouncement }
 
 /**
- * The data of an `io.sluice.gap` event [SPEC 2.4, 5]: readings `from`..`to` (inclusive) of the
+ * The data of an `io.sluice.gap` event (docs/guarantees.md §4, docs/receiving.md): readings `from`..`to` (inclusive) of the
  * entry's epoch were dropped and will never come.
  */
 export interface GapAnnouncement {
@@ -153,7 +153,7 @@ export interface GapAnnouncement {
   reason: 'overflow' | 'ttl' | 'rejected' | 'corrupt'
 }
 
-/** The data of an `io.sluice.epoch` event [SPEC 2.2]. */
+/** The data of an `io.sluice.epoch` event (docs/guarantees.md §2). */
 export interface EpochAnnouncement {
   epoch: string
   /** null when the previous epoch could not be read (a buffer set aside unreadable) */
@@ -186,7 +186,7 @@ export interface Take {
 }
 
 /**
- * How entries become upstream messages (SPEC section 5). `take` says how many of the next
+ * How entries become upstream messages (docs/receiving.md). `take` says how many of the next
  * entries go into one message (1 for the CloudEvents formats; many for a batch format), and
  * `encode` makes that message.
  */

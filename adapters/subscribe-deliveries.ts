@@ -1,5 +1,5 @@
 /**
- * Recognising the local broker's redeliveries [SPEC 2.7].
+ * Recognising the local broker's redeliveries (docs/guarantees.md §7).
  *
  * A crash between writing a reading and acknowledging it makes the broker redeliver it on the
  * next connection, with the DUP flag and the same packet identifier [MQTT-3.3.1-1, MQTT-4.4.0-1].

@@ -46,7 +46,7 @@ export interface SubscribeStats {
   received: number
   /** readings put into the buffer */
   stored: number
-  /** redeliveries recognised as readings already stored, and not stored again [SPEC 2.7] */
+  /** redeliveries recognised as readings already stored, and not stored again (docs/guarantees.md §7) */
   redeliveries: number
   /** messages acknowledged and not stored: retained copies, topics not forwarded */
   skipped: number
@@ -64,7 +64,7 @@ const STABLE_MS = 10_000
  * QoS 1 session, so the broker queues readings while sluice is away.
  *
  * Each message is acknowledged to the broker only once its reading is durable in the buffer
- * [SPEC 2.1]; MQTT.js goes on to the next message at once, so the readings of many messages
+ * (docs/guarantees.md §1); MQTT.js goes on to the next message at once, so the readings of many messages
  * share a group commit, and the PUBACKs follow in arrival order (subscribe-acks.ts). Measured
  * here against mosquitto 2.0.11 draining a 30k backlog (forwarding upstream in the same
  * process, a shared 2-core machine): 15-21k readings/s, against 2.8-3.1k/s when each PUBACK
@@ -73,7 +73,7 @@ const STABLE_MS = 10_000
  * When the buffer is slow the PUBACKs stop; at `window` unacknowledged messages the adapter
  * stops reading the socket, the broker's in-flight window (or, when mosquitto resumes a session
  * and sends its whole queue at once, TCP) fills and it stops sending: the subscription pauses
- * [SPEC 2.6] and the broker keeps the rest queued. A redelivery after a crash is recognised and
+ * (docs/guarantees.md §6) and the broker keeps the rest queued. A redelivery after a crash is recognised and
  * not stored twice (subscribe-deliveries.ts says when it cannot be).
  */
 export class SubscribeAdapter extends EventEmitter<IngestAdapterEvents> implements IngestAdapter {
@@ -229,7 +229,7 @@ export class SubscribeAdapter extends EventEmitter<IngestAdapterEvents> implemen
     }
     if (ready === null) {
       // QoS 0: nothing to acknowledge and no way to slow the sender: stored without waiting, or
-      // dropped (and announced by the buffer) when the buffer holds readings back [SPEC 2.6].
+      // dropped (and announced by the buffer) when the buffer holds readings back (docs/guarantees.md §6).
       // Nothing waits for it: a reading that is not stored is the buffer's to announce.
       this.append(topic, payload, false)?.durable.catch(() => {})
       return

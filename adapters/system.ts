@@ -8,8 +8,8 @@ import type { IngestAdapter, IngestAdapterEvents, ReadingSink } from './contract
 /**
  * The topic of the gateway's own readings. A `$` topic: sensors cannot spoof it through the
  * default `ingest.topics` ("#" never matches a `$` topic [MQTT-4.7.2-1]), and with the default
- * `upstream.topic` it goes upstream as `sluice/{gateway}/$sluice/health`, which is where SPEC's
- * `eventsTopic` puts kind `health`.
+ * `upstream.topic` it goes upstream as `sluice/{gateway}/$sluice/health`, the events topic of
+ * kind `health` (docs/receiving.md).
  */
 export const HEALTH_TOPIC = '$sluice/health'
 

@@ -7,7 +7,7 @@
  * valid UTF-8 without U+0000 [MQTT-1.5.3-2]; brokers also refuse control characters and
  * non-characters [MQTT-1.5.3-1 ... the "SHOULD NOT include"], and mosquitto disconnects a client
  * that publishes one. mqtt-packet decodes invalid UTF-8 to U+FFFD, so that stands for it. A
- * forwarder that kept resending such a reading would wedge the whole pipeline (SPEC section 6).
+ * forwarder that kept resending such a reading would wedge the whole pipeline (docs/guarantees.md §8).
  */
 export function badTopicReason (topic: string): string | null {
   for (const char of topic) {

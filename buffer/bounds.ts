@@ -1,7 +1,7 @@
 import { readdir, stat, statfs } from 'node:fs/promises'
 import { join } from 'node:path'
 
-/** What the operator allows the buffer (config `buffer.*`, SPEC section 4). */
+/** What the operator allows the buffer (config `buffer.*`, docs/config.md). */
 export interface BufferBounds {
   /** most bytes the buffer's directory may hold, as the disk sees it */
   maxBytes: number

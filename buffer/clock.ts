@@ -1,5 +1,5 @@
 /**
- * The buffer's own clock, which the TTL is measured on (issue 3).
+ * The buffer's own clock, which the TTL is measured on.
  *
  * Gateways often have no real-time clock: a Raspberry Pi boots with the time it saved at its
  * last shutdown (fake-hwclock) or with 1970, and jumps forward when NTP sets it, by hours or

@@ -31,7 +31,7 @@ export interface EpochEventData {
 }
 
 /**
- * Why readings were dropped [SPEC 2.4, 5]: `overflow` (a full buffer's policy, or a QoS 0 reading
+ * Why readings were dropped (docs/guarantees.md §4, docs/receiving.md): `overflow` (a full buffer's policy, or a QoS 0 reading
  * meeting a full buffer), `ttl` (older than buffer.ttl), `rejected` (set aside by the forwarder),
  * `corrupt` (lost to a damaged LevelDB: unreadable records, or records a repair could not save).
  */

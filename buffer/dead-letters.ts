@@ -4,7 +4,7 @@ import { decodeMeta, encodeMeta } from './codec.js'
 export type DeadLetterReason =
   /** the upstream refused it (MQTT 5 PUBACK reason >= 0x80) every time it was sent */
   | 'rejected'
-  /** the upstream dropped the connection every time it was sent (a "poison pill", SPEC 6) */
+  /** the upstream dropped the connection every time it was sent (a "poison pill", docs/guarantees.md §8) */
   | 'disconnected'
   /** larger than the upstream's Maximum Packet Size: it could never be sent */
   | 'too-large'
@@ -60,7 +60,7 @@ function key (seq: number): Buffer {
 }
 
 /**
- * Readings the forwarder set aside [SPEC 6]: kept for inspection with why and when, and, until
+ * Readings the forwarder set aside (docs/guarantees.md §8): kept for inspection with why and when, and, until
  * the upstream has acknowledged the gap event that announces them, the forwarder's note of where
  * to send that gap event instead of the readings. The readings stay in the log until then, so a
  * gap event lost to a disconnect is sent again from the same note.

@@ -153,7 +153,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     return { bytes: this.space.usage.bytes, free: this.space.usage.free, maxBytes: this.bounds.maxBytes, minFreeDisk: this.bounds.minFreeDisk }
   }
 
-  // ---- issue 4 (upstream): a neighbour store in the same database
+  // ---- upstream: a neighbour store in the same database
   /**
    * A sublevel of the buffer's LevelDB for a neighbour store (the forwarder's dead letters): it
    * shares the directory, the lock and the lifecycle, and its keys ('!name!...') never mix with
@@ -161,12 +161,12 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
    */
   sublevel (name: string) {
     const sub = this.db.sublevel<Buffer, Buffer>(name, { keyEncoding: 'buffer', valueEncoding: 'buffer' })
-    // issue 3: a sublevel closes with its parent; the log reopens LevelDB after a failed write or
+    // A sublevel closes with its parent; the log reopens LevelDB after a failed write or
     // a repair, and reopens the sublevels with it.
     this.sublevels.add(sub)
     return sub
   }
-  // ---- end issue 4
+  // ---- end upstream
 
   // ------------------------------------------------------------------ opening
 
@@ -303,7 +303,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
       const previous = state === undefined ? undefined : decodeMeta<RunState>(state)
       const uncleanStop = previous?.running === true
       this.report = { created: false, uncleanStop }
-      // [SPEC 2.2] A process crash loses nothing LevelDB was given, so the epoch stays. A reboot
+      // (docs/guarantees.md §2) A process crash loses nothing LevelDB was given, so the epoch stays. A reboot
       // after an unclean stop may have lost unsynced writes that were already forwarded: their seqs
       // could be handed out again for other readings, so new readings start a new epoch. A repair
       // may have lost the last records too.
@@ -356,7 +356,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
 
   /**
    * After a repair: finds the seqs past the ack cursor that no entry covers any more and writes a
-   * `corrupt` gap for each run of them, so the receiver is told [SPEC 2.3]. Scans the backlog once.
+   * `corrupt` gap for each run of them, so the receiver is told (docs/guarantees.md §4). Scans the backlog once.
    */
   private async announceHoles (upToSeq: number): Promise<number> {
     const firstSeq = slotOf(this._ackPos) === Slot.Reading || this._ackPos === 0 ? seqOf(this._ackPos) + 1 : null
@@ -422,7 +422,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
     }
     const seq = ++this._lastSeq
     const commit = this.openCommit()
-    // [SPEC 2.6] A sender MQTT cannot slow down meets a buffer that holds commits back: queueing
+    // (docs/guarantees.md §6) A sender MQTT cannot slow down meets a buffer that holds commits back: queueing
     // its reading would grow memory without bound, so it is dropped, its seq announced by a gap.
     if (options.canWait === false && !this._health.accepting) {
       commit.addDropped(seq)
@@ -708,7 +708,7 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
    * LevelDB reported damage while running (a table that cannot be read). Repairs it in place,
    * announcing what the repair lost; if the repair fails, sets the directory aside and goes on
    * with a fresh database under the same epoch and seqs, announcing the whole unacknowledged
-   * backlog as lost. Either way the log keeps running [SPEC 6: no crash loop].
+   * backlog as lost. Either way the log keeps running (docs/guarantees.md §8: no crash loop).
    */
   private async repairRunning (problem: unknown): Promise<void> {
     const report: RecoveryReport = { problem: describe(problem), action: 'repaired', files: 0, bytes: 0, lostSeqs: 0 }

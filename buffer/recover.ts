@@ -3,8 +3,8 @@ import { basename, join } from 'node:path'
 import { ClassicLevel } from 'classic-level'
 
 /**
- * What the log did about a damaged LevelDB (issue 3; SPEC section 6: "a corrupt LevelDB is
- * repaired or set aside, never silently deleted").
+ * What the log did about a damaged LevelDB (docs/guarantees.md §8: "a damaged LevelDB
+ * is repaired, or set aside; never silently deleted, always reported").
  */
 export interface RecoveryReport {
   /** what was wrong: the error LevelDB gave */

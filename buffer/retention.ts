@@ -35,7 +35,7 @@ export interface DropPlan {
  * predicate keeps, at an epoch entry (a gap never spans epochs: its id names one), at a gap of
  * another reason, or at an entry that cannot be decoded. Entries of those kinds before the first
  * droppable reading are stepped over. Because every entry between the run's first and last is
- * dropped or absorbed, `count` is exactly `to - from + 1` [SPEC 2.4: delivered + announced = assigned].
+ * dropped or absorbed, `count` is exactly `to - from + 1` (docs/guarantees.md §4: delivered + announced = assigned).
  */
 export async function planDrop (
   entries: AsyncIterable<[Buffer, Buffer]>,

@@ -39,7 +39,7 @@ export interface SpaceHost {
 const OK: BufferHealth = { accepting: true, reason: null }
 
 /**
- * Keeps the buffer inside `buffer.maxBytes` and `buffer.minFreeDisk` (issue 3; SPEC 2.5-2.6):
+ * Keeps the buffer inside `buffer.maxBytes` and `buffer.minFreeDisk` (docs/guarantees.md §5-§6):
  * before each commit, makes room for it or applies the overflow policy; gives the space of
  * acknowledged and dropped readings back by compacting them away (LevelDB deletes by writing
  * tombstones: only a compaction returns the bytes); and measures the directory (DiskUsage).
@@ -206,7 +206,7 @@ export class SpaceKeeper {
 
   /**
    * drop-oldest: drops the oldest readings the forwarder has not read that hold `deficit` bytes,
-   * and not one more [issue 3]. Their space comes back only when LevelDB compacts them, and a
+   * and not one more. Their space comes back only when LevelDB compacts them, and a
    * compaction per commit would wear the flash: they wait, counted as free (DiskUsage.credit),
    * until they reach the allowance kept for them below the bound, and one compaction then takes
    * them all. Returns false when there is nothing to drop.

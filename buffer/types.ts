@@ -1,5 +1,5 @@
 /**
- * The durable log's public shapes (issue 2, bounds from issue 3): what it is opened with, what
+ * The durable log's public shapes (and its bounds): what it is opened with, what
  * opening found, what an append returns, and the events it emits. The log itself is in log.ts.
  */
 import type { EpochEventData, GapReason } from './codec.js'
@@ -65,7 +65,7 @@ export interface BufferHealth {
   detail?: string
 }
 
-/** Readings dropped by one decision, and why [SPEC 2.4]. */
+/** Readings dropped by one decision, and why (docs/guarantees.md §4). */
 export interface DropInfo {
   reason: GapReason
   /** the seqs of the gap entry that announces them (it may absorb earlier drops) */
@@ -79,7 +79,7 @@ export interface AppendOptions {
   /**
    * false for a sender that cannot be slowed down (an MQTT QoS 0 publish): while the buffer holds
    * commits back (full under `block`, or failing writes), its reading is dropped and announced
-   * instead of queued in memory [SPEC 2.6]. It still gets its seq first [SPEC 2.2].
+   * instead of queued in memory (docs/guarantees.md §6). It still gets its seq first (docs/guarantees.md §2).
    */
   canWait?: boolean
 }
@@ -102,7 +102,7 @@ export interface AppendResult {
  * - `ack(upTo)` removes entries up to a position and persists that cursor.
  * - Opening reads a handful of meta keys and never scans the backlog.
  *
- * Bounds (issue 3). Before a commit is written the log checks that it fits under
+ * Bounds. Before a commit is written the log checks that it fits under
  * `buffer.maxBytes` and above `buffer.minFreeDisk` (bounds.ts measures the size the way the disk
  * sees it). When it does not, space acknowledged upstream is compacted back first; then the
  * overflow policy decides: `block` holds the commit (and with it the sensors' PUBACKs) until acks

@@ -1,4 +1,4 @@
-// The config file (SPEC section 4) as one zod schema: the single source of the TypeScript type
+// The config file (docs/config.md) as one zod schema: the single source of the TypeScript type
 // (`SluiceConfig`), the defaults, the validation and the shipped JSON Schema. Every key of the
 // contract is here from the start; a key whose feature is not built yet is type-checked and then
 // refused with "not supported yet", never silently ignored.
@@ -230,7 +230,7 @@ const broker = section(
   }
 )
 
-// -- subscribe adapter (issue 4): one entry per subscription to an existing local broker
+// -- subscribe adapter: one entry per subscription to an existing local broker
 const subscription = section(
   {
     url: mqttUrl().describe('URL of the local broker, e.g. "mqtt://127.0.0.1:1884".'),
@@ -300,7 +300,7 @@ const ingest = section(
 
 // ------------------------------------------------------------------ buffer
 
-/** The smallest buffer.maxBytes (issue 3). */
+/** The smallest buffer.maxBytes. */
 const MIN_BUFFER_BYTES = 1024 * 1024
 
 const buffer = section(
@@ -313,7 +313,7 @@ const buffer = section(
     syncInterval: positiveDuration()
       .prefault('1s')
       .describe('With sync "interval": how often the buffer is fsynced, in milliseconds or with a unit ("1s").'),
-    // -- buffer bounds (issue 3)
+    // -- buffer bounds
     maxBytes: size()
       // LevelDB's own files and the reserve its compactions need (buffer/bounds.ts) take a
       // sizable part of anything smaller.
@@ -489,7 +489,7 @@ export const configSchema = section(
 )
   .transform(({ gateway, ingest, buffer, upstream, health, admin, log }) => {
     const { url, clientId, ...rest } = upstream
-    // -- subscribe adapter (issue 4): default client ids come from the gateway id
+    // -- subscribe adapter: default client ids come from the gateway id
     const subscribe = ingest.subscribe.map((entry, i) => ({ ...entry, clientId: entry.clientId ?? subscribeClientId(gateway.id, i) }))
     return { gateway, ingest: { ...ingest, subscribe }, buffer, upstream: { url, clientId: clientId ?? gateway.id, ...rest }, health, admin, log }
   })

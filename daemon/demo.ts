@@ -177,7 +177,7 @@ async function publishReadings (ctx: DemoContext, client: MqttClient, sensor: st
   }
 }
 
-/** One message at the receiver: checks order per epoch and counts duplicates [SPEC 2.3]. */
+/** One message at the receiver: checks order per epoch and counts duplicates (docs/guarantees.md §3). */
 function receive (tally: Tally, payload: Buffer): void {
   let event: { type?: string, sequence?: string, sluiceepoch?: string, data?: { sensor?: unknown, n?: unknown } }
   try { event = JSON.parse(payload.toString('utf8')) } catch { return }

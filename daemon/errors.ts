@@ -14,17 +14,17 @@ export const errorCodes = {
   SLUICE_BUFFER_OPEN_FAILED: { exit: 1, meaning: 'the buffer directory could not be opened' },
   SLUICE_BUFFER_NOT_OPEN: { exit: 1, meaning: 'a reading arrived while the buffer was closing or closed' },
   SLUICE_BUFFER_WRITE_FAILED: { exit: 1, meaning: 'a write to the buffer failed (disk full, I/O error): logged and shown by /readyz; readings are held back and the same write is retried until it succeeds' },
-  // -- buffer bounds (issue 3): logged and shown by /readyz, never thrown at start
+  // -- buffer bounds: logged and shown by /readyz, never thrown at start
   SLUICE_BUFFER_FULL: { exit: 1, meaning: 'the buffer reached buffer.maxBytes, or its volume has less than buffer.minFreeDisk free: with overflow "block" PUBACKs are held back until space frees' },
   SLUICE_BUFFER_CORRUPT: { exit: 1, meaning: 'the buffer\'s LevelDB was damaged: it was repaired (what was lost is announced by gap events with reason "corrupt"), or moved aside to <path>.corrupt-<time> and a fresh buffer started' },
   SLUICE_BUFFER_CORRUPT_RECORD: { exit: 1, meaning: 'a stored record could not be decoded' },
   SLUICE_USAGE: { exit: 2, meaning: 'the command line is wrong' },
   SLUICE_SHUTDOWN_FAILED: { exit: 1, meaning: 'a step of the shutdown failed (saving the ack cursor, closing the buffer, ...): every other step still ran; each failure is logged' },
-  // -- observability (issue 5). Logged, never thrown: sluice goes on running without its endpoint.
+  // -- observability. Logged, never thrown: sluice goes on running without its endpoint.
   SLUICE_ADMIN_LISTEN_FAILED: { exit: 1, meaning: 'the admin endpoint could not listen on admin.listen (port in use, bad address); retried on SIGHUP' },
   // Logged, never thrown: sluice goes on running; under Type=notify systemd may then time the start out.
   SLUICE_NOTIFY_FAILED: { exit: 1, meaning: 'systemd-notify could not be run or could not reach systemd (READY/STOPPING/WATCHDOG)' },
-  // -- upstream (issue 4). A bad upstream.ca/cert/key file is SLUICE_CONFIG_INVALID (exit 2) at start.
+  // -- upstream. A bad upstream.ca/cert/key file is SLUICE_CONFIG_INVALID (exit 2) at start.
   // Logged and counted, never thrown: the message is retried, then set aside (dead letter + gap event).
   SLUICE_UPSTREAM_REJECTED: { exit: 1, meaning: 'the upstream refused a message (MQTT 5 PUBACK reason code >= 0x80); retried upstream.rejectRetries times, then set aside as a dead letter and announced by a gap event (reason "rejected")' },
   // Thrown by decodeBatch (the package's export for receivers), never by the daemon.

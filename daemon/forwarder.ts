@@ -94,7 +94,7 @@ const STRIKE_WINDOW_MS = 10_000
 const PACKET_TOO_LARGE = 0x95
 
 /**
- * Moves entries from the buffer to the upstream, in position order, at least once [SPEC 2.3].
+ * Moves entries from the buffer to the upstream, in position order, at least once (docs/guarantees.md §3).
  *
  * Up to `inflight` messages (fewer if the upstream's Receive Maximum says so) are published
  * before the first is acknowledged. Acknowledgements may come in any order; the ack cursor only
@@ -103,7 +103,7 @@ const PACKET_TOO_LARGE = 0x95
  * order. The backlog is read from disk a chunk at a time; the heap holds only the window and one
  * chunk, however large the backlog.
  *
- * What the upstream will not take is set aside [SPEC 6]: a refused message (MQTT 5 PUBACK reason
+ * What the upstream will not take is set aside (docs/guarantees.md §8): a refused message (MQTT 5 PUBACK reason
  * >= 0x80) after `rejectRetries` retries, a message it disconnects on three times running, and one
  * larger than its Maximum Packet Size at once. Its readings go to the dead-letter store, and a gap
  * event (reason `rejected`) is sent in their place, in order; the readings leave the log once the
@@ -183,7 +183,7 @@ export class Forwarder {
     this.drained?.()
   }
 
-  /** The connection dropped: was the oldest message in flight the reason? [SPEC 6] */
+  /** The connection dropped: was the oldest message in flight the reason? (docs/guarantees.md §8) */
   private noteDisconnect (): void {
     const oldest = this.window.oldestUnacked()
     if (oldest === undefined) return
@@ -357,8 +357,8 @@ export class Forwarder {
    * after a backoff, or set it aside when it has been refused too often. Messages after it that
    * were acknowledged meanwhile are sent again (duplicates, as after a disconnect): resending from
    * the ack cursor keeps one rule for every recovery. With more than one message in flight, those
-   * after the refused one reach the receiver before it (or before its gap event): SPEC 2.3's
-   * first-arrival order holds across a refusal only with `inflight: 1`.
+   * after the refused one reach the receiver before it (or before its gap event): the first-arrival
+   * order of docs/guarantees.md §3 holds across a refusal only with `inflight: 1`.
    */
   private recover (): void {
     if (!this.window.allAnswered()) return

@@ -4,14 +4,14 @@ import { type BufferHealth, DurableLog, EPOCH_REASONS, type EpochReason, type Re
 import { type IngestAdapter, REFUSAL_REASONS, type ReadingSink, type RefusalReason, type UpstreamFormat } from '../adapters/contract.js'
 import { BrokerAdapter } from '../adapters/broker.js'
 import type { BrokerLimits } from '../adapters/broker-guard.js'
-// -- subscribe adapter (issue 4)
+// -- subscribe adapter
 import { join } from 'node:path'
 import { SubscribeAdapter } from '../adapters/subscribe.js'
 import { deliveryFileName, fileDeliveryStore } from '../adapters/subscribe-deliveries.js'
 import { MqttUpstream } from '../adapters/upstream-mqtt.js'
 import { cloudEventsJson } from '../adapters/formats/cloudevents-json.js'
 import { Forwarder } from './forwarder.js'
-// -- upstream (issue 4): formats, TLS, dead letters
+// -- upstream: formats, TLS, dead letters
 import { cloudEventsBinary } from '../adapters/formats/cloudevents-binary.js'
 import { cborBatch } from '../adapters/formats/cbor-batch.js'
 import type { UpstreamTls } from '../adapters/upstream-mqtt.js'
@@ -20,7 +20,7 @@ import { loadUpstreamTls } from './upstream-tls.js'
 import { loadBrokerUsers } from './broker-users.js'
 import type { AccessPolicyInput } from '../adapters/broker-auth.js'
 import { readBootId } from './boot.js'
-// -- observability (issue 5): admin endpoint, metrics, health readings
+// -- observability: admin endpoint, metrics, health readings
 import { SystemAdapter, diskSpace as volumeSpace, type DiskSpace } from '../adapters/system.js'
 import { AdminServer, type Readiness } from './admin.js'
 import { GatewayMetrics, RateWindow, type Rates } from './metrics.js'
@@ -78,7 +78,7 @@ export interface GatewayStats {
   deadLetters: number
   /** new epochs begun since start, by reason, each announced upstream by an epoch event */
   newEpochs: Record<EpochReason, number>
-  // -- buffer bounds (issue 3)
+  // -- buffer bounds
   /** readings dropped since start, by gap reason (each announced upstream by a gap event) */
   dropped: Record<string, number>
   /** whether the buffer accepts readings (and why not), its size on disk and the volume's free space, in bytes */
@@ -98,7 +98,7 @@ export class Gateway {
   private readonly log: DurableLog
   private readonly upstream: MqttUpstream
   private readonly forwarder: Forwarder
-  /** readings the forwarder set aside (issue 4) */
+  /** readings the forwarder set aside */
   private readonly deadLetterStore: DeadLetterStore
   private readonly ingest: IngestAdapter[]
   readonly broker: BrokerAdapter | null
@@ -111,7 +111,7 @@ export class Gateway {
   private system: SystemAdapter | null = null
   private admin: AdminServer | null = null
   private readonly refused = Object.fromEntries(REFUSAL_REASONS.map((r) => [r, 0])) as Record<RefusalReason, number>
-  /** what was done about a damaged buffer since start, at open or while running (issue 3), oldest first */
+  /** what was done about a damaged buffer since start, at open or while running, oldest first */
   readonly recoveries: Array<RecoveryReport & { at: number }> = []
   private readonly newEpochs = Object.fromEntries(EPOCH_REASONS.map((r) => [r, 0])) as Record<EpochReason, number>
   private _status: GatewayStatus = 'opening'
@@ -249,7 +249,7 @@ export class Gateway {
       clock: context.clock,
       beforeCommit: context.beforeCommit,
       beforeAck: context.beforeAck,
-      // -- buffer bounds (issue 3)
+      // -- buffer bounds
       bounds: {
         maxBytes: config.buffer.maxBytes,
         minFreeDisk: config.buffer.minFreeDisk,
@@ -258,7 +258,7 @@ export class Gateway {
       }
     })
     const { report } = log
-    // -- buffer bounds (issue 3): what opening found, and the buffer's state changes from now on
+    // -- buffer bounds: what opening found, and the buffer's state changes from now on
     if (report.recovery !== undefined) logRecovery(logger, report.recovery)
     watchBuffer(log, logger)
     // -- end buffer bounds
@@ -319,7 +319,7 @@ export class Gateway {
       setAside: this.forwarder.stats.setAside,
       deadLetters: this.deadLetterStore.size,
       newEpochs: { ...this.newEpochs },
-      // -- buffer bounds (issue 3)
+      // -- buffer bounds
       dropped: this.drops(),
       buffer: { ...this.log.health, ...this.log.diskUsage }
     }
@@ -331,7 +331,7 @@ export class Gateway {
     return await this.deadLetterStore.list(limit)
   }
 
-  // ---------------------------------------------------------------- observability (issue 5)
+  // ---------------------------------------------------------------- observability
 
   get config (): SluiceConfig { return this.context.config }
   get bufferStatus (): string { return this.log.status }
@@ -492,7 +492,7 @@ export class Gateway {
   }
 
   /**
-   * Stops in the order that loses nothing [SPEC 7]: stop accepting, finish the commit in
+   * Stops in the order that loses nothing (README, "Operating sluice on a gateway"): stop accepting, finish the commit in
    * progress, give in-flight upstream messages a moment, persist the cursor, close LevelDB.
    * Safe to call twice.
    */
@@ -572,7 +572,7 @@ function upstreamFormat (config: SluiceConfig): UpstreamFormat {
   }
 }
 
-// ---------------------------------------------------------------- buffer bounds (issue 3)
+// ---------------------------------------------------------------- buffer bounds
 
 /** Says what opening the buffer did about damage: an operator must know data was set aside. */
 function logRecovery (logger: Logger, recovery: RecoveryReport): void {

@@ -136,7 +136,7 @@ export class GatewayMetrics {
     for (const reason of DROP_REASONS) this.m.dropped.inc({ reason }, 0)
     for (const action of RECOVERY_ACTIONS) this.m.recoveries.inc({ action }, 0)
     // process_resident_memory_bytes, process_cpu_seconds_total, nodejs_eventloop_lag_seconds...:
-    // the figures behind "memory stays flat however large the backlog" [SPEC 2.5].
+    // the figures behind "memory stays flat however large the backlog" (docs/guarantees.md §5).
     collectDefaultMetrics({ register: this.registry })
   }
 

@@ -1,5 +1,5 @@
 /**
- * When a message the upstream will not take is set aside [SPEC 6], kept apart from the forwarder's
+ * When a message the upstream will not take is set aside (docs/guarantees.md §8), kept apart from the forwarder's
  * plumbing so the rules can be read (and tested) on their own. Messages are named by the
  * position of their first entry.
  *

@@ -89,7 +89,7 @@ export async function buildStatus (gateway: Gateway): Promise<StatusReport> {
   ])
   const bytes = gateway.bufferBytes()
   const now = gateway.now()
-  // Every reason of SPEC section 5 is shown, at 0 before any drop.
+  // Every gap reason (docs/receiving.md) is shown, at 0 before any drop.
   const dropped: Record<string, number> = Object.fromEntries(DROP_REASONS.map((r) => [r, 0]))
   Object.assign(dropped, gateway.drops())
   const report: StatusReport = {

@@ -1,5 +1,5 @@
 /**
- * The backlog lives on disk, not in memory (issue 3): the built daemon, spawned, its upstream
+ * The backlog lives on disk, not in memory (docs/guarantees.md §5): the built daemon, spawned, its upstream
  * down (a closed port: the forwarder keeps trying to connect), takes a million readings over
  * MQTT QoS 1 while its resident memory is read from /proc after every tenth of them.
  *

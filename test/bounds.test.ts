@@ -1,5 +1,5 @@
 /**
- * The buffer's bounds in-process (issue 3): the TTL and the clock it runs on, a disk that fills up
+ * The buffer's bounds in-process: the TTL and the clock it runs on, a disk that fills up
  * (a real tmpfs: real ENOSPC), buffer.minFreeDisk, and space given back after acknowledgements.
  * The overflow policies end to end are in overflow.test.ts; random sequences in buffer-model.test.ts.
  */

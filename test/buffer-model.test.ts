@@ -1,5 +1,5 @@
 /**
- * The buffer checked against a simple model over random operation sequences (issue 3; Vector's
+ * The buffer checked against a simple model over random operation sequences (Vector's
  * disk-buffer model tests are the anchor): append, forward (read), acknowledge, forwarder
  * reconnect, fill to the bound, TTL expiry, crash (SIGKILL of the process holding the log, at a
  * random moment), clean restart and reboot, each followed by a check of the whole log against

@@ -224,7 +224,7 @@ t.test('ingest.broker.enabled: false leaves no ingest', async (t) => {
   t.strictSame(errorsOf(t, withKeys({ ingest: { broker: { enabled: false } } })), [
     'ingest.broker.enabled: at least one ingest must be enabled: the embedded broker, or an ingest.subscribe entry'
   ])
-  // issue 4: a subscription to a local broker is an ingest (test/subscribe.test.ts has the rest)
+  // A subscription to a local broker is an ingest (test/subscribe.test.ts has the rest)
   const config = validateConfig(withKeys({ ingest: { broker: { enabled: false }, subscribe: [{ url: 'mqtt://127.0.0.1:1884', topics: ['sensors/#'] }] } }))
   t.strictSame(config.ingest.subscribe, [{ url: 'mqtt://127.0.0.1:1884', topics: ['sensors/#'], clientId: 'gw-01-ingest', qos: 1 }])
 })
@@ -369,7 +369,7 @@ t.test('required keys', async (t) => {
   t.strictSame(errorsOf(t, 'gateway'), ['(root): expected a mapping, got "gateway"'])
 })
 
-// Every key of SPEC section 4 that is not built yet, with a value of the right type.
+// Every documented config key (docs/config.md) that is not built yet, with a value of the right type.
 t.test('wrong types and unknown keys are reported as such', async (t) => {
   // The schema still knows their types: a wrong one is reported as such.
   t.strictSame(errorsOf(t, withKeys({ buffer: { overflow: 'sometimes' } })), [
@@ -560,7 +560,7 @@ t.test('config/sluice.schema.json is up to date', async (t) => {
   t.equal(buffer.properties.ttl.default, '7d')
 })
 
-// ---- issue 4 (upstream): formats, protocol, TLS, batching, rate cap, refusals
+// ---- upstream: formats, protocol, TLS, batching, rate cap, refusals
 t.test('upstream: format, protocol, TLS keys, batch bounds, rate cap and refusals', async (t) => {
   const up = (keys: Record<string, unknown>): SluiceConfig['upstream'] => validateConfig(withKeys({ upstream: keys })).upstream
   t.equal(up({ format: 'cloudevents-binary' }).protocol, '5', 'cloudevents-binary speaks MQTT 5 by default')
@@ -594,4 +594,4 @@ t.test('upstream: format, protocol, TLS keys, batch bounds, rate cap and refusal
   t.equal(up({ rejectRetries: 0 }).rejectRetries, 0, '0: set aside at the first refusal')
   t.match(errorsOf(t, withKeys({ upstream: { rejectRetries: 1.5 } })), ['upstream.rejectRetries: expected an integer, got 1.5'])
 })
-// ---- end issue 4
+// ---- end upstream

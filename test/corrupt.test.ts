@@ -1,5 +1,5 @@
 /**
- * A damaged buffer directory (issue 3; SPEC section 6): the built daemon, killed or stopped for
+ * A damaged buffer directory (docs/guarantees.md §8): the built daemon, killed or stopped for
  * real, its LevelDB files then truncated or overwritten with garbage. It must start, say what it
  * did (repaired, or set aside and started afresh: never deleted), and go on; what it could not
  * save is announced upstream, so delivered + announced still equals assigned.

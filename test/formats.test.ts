@@ -1,6 +1,6 @@
 /**
  * The upstream formats and the forwarder's small policies, as pure units: what goes on the wire
- * byte for byte (SPEC section 5), the packet sizes the upstream's limits are checked against, the
+ * byte for byte (docs/receiving.md), the packet sizes the upstream's limits are checked against, the
  * rate cap's decisions on an injected clock, and when a refused message is set aside.
  */
 import t from 'tap'

@@ -1,5 +1,5 @@
 /**
- * A full buffer, end to end (issue 3): a tiny buffer.maxBytes, the upstream (a real mosquitto)
+ * A full buffer, end to end: a tiny buffer.maxBytes, the upstream (a real mosquitto)
  * cut off behind a proxy, sensors (real MQTT.js clients) publishing. What the sensors were
  * PUBACKed is counted on the sensor side; what arrived is read from the upstream; the daemon's
  * own counters are only cross-checked.

@@ -1,5 +1,5 @@
 /**
- * What the upstream will not take [SPEC 6], against a real mosquitto: a message it refuses
+ * What the upstream will not take (docs/guarantees.md §8), against a real mosquitto: a message it refuses
  * (MQTT 5 PUBACK reason >= 0x80) is retried, then set aside as a dead letter with a gap event in
  * its place; a "poison pill" it disconnects on (MQTT 3.1.1) is found and set aside after a few
  * disconnects; either way the readings around it keep flowing, and the gap event is owed until

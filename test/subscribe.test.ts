@@ -421,7 +421,7 @@ t.test('kill -9 in the middle of a stream: every reading the local broker had ar
   const redelivered = local.logText().match(/Sending PUBLISH to sluice-crash \(d1,/g)?.length ?? 0
   t.comment(`${sensors.acked.size} readings, ${highest} seqs, ${duplicates} duplicate arrivals upstream, ${redelivered} sends with DUP set (mosquitto sets it on all it had queued when a session resumes)`)
   // A reading's record is written before its commit starts: after a process crash, every
-  // redelivery of a reading already in the buffer is recognised [SPEC 2.7].
+  // redelivery of a reading already in the buffer is recognised (docs/guarantees.md §7).
   t.equal(highest, sensors.acked.size, 'no reading stored twice: 12000 readings, 12000 seqs')
   const stopped = await daemon.kill('SIGTERM')
   t.equal(stopped.code, 0)

@@ -15,7 +15,7 @@ export interface BatchBounds {
 }
 
 /**
- * `cbor-batch` (SPEC section 5): many readings per MQTT message, as one plain RFC 8949 document
+ * `cbor-batch` (docs/receiving.md): many readings per MQTT message, as one plain RFC 8949 document
  * `{gateway, epoch, records: [[seq, time, topic, payload], ...]}` on the events topic with kind
  * `batch`: the compact choice for metered links and for clouds that cap publishes per second.
  *

@@ -2,7 +2,7 @@
  * The few RFC 8949 items a batch is made of, written by hand: unsigned integers, text strings,
  * byte strings, and array and map headers, each in its shortest form, with definite lengths and
  * no tags. cbor-x is not used here on purpose: it writes integers past 2^32 (a time in ms) as
- * float64 and tags byte strings by default, and SPEC section 5 promises a document that any
+ * float64 and tags byte strings by default, and docs/receiving.md promises a document that any
  * decoder reads as unsigned integers and byte strings. Writing it by hand also gives each item's
  * exact size before anything is encoded, which is how a batch is kept under its byte bounds.
  */

@@ -3,7 +3,7 @@ import { jsonText, readingAttributes, structuredEvent } from './cloudevents-json
 import { type TopicTemplates, readingTopic } from './topics.js'
 
 /**
- * CloudEvents 1.0 in binary mode over MQTT 5 (SPEC section 5; CloudEvents MQTT binding 3.1.1):
+ * CloudEvents 1.0 in binary mode over MQTT 5 (docs/receiving.md; CloudEvents MQTT binding 3.1.1):
  * the payload is the sensor's bytes unchanged, `datacontenttype` travels in the MQTT 5 Content
  * Type property and every other attribute as a User Property of the same name. A receiver that
  * only wants the data reads the payload as the sensor sent it.

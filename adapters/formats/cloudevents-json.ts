@@ -5,7 +5,7 @@ type Reading = Extract<OutgoingEntry, { kind: 'reading' }>
 type SluiceEvent = Exclude<OutgoingEntry, { kind: 'reading' }>
 
 /**
- * CloudEvents 1.0 in structured mode over MQTT (SPEC section 5): one JSON event per message, on
+ * CloudEvents 1.0 in structured mode over MQTT (docs/receiving.md): one JSON event per message, on
  * MQTT 3.1.1 and 5 alike.
  */
 export function cloudEventsJson (templates: TopicTemplates): UpstreamFormat {
@@ -24,7 +24,7 @@ export function cloudEventsJson (templates: TopicTemplates): UpstreamFormat {
 /** The CloudEvents MQTT binding's content type of a structured-mode message (used on MQTT 5). */
 const STRUCTURED = { contentType: 'application/cloudevents+json' }
 
-/** A reading's context attributes [SPEC 5], shared by the structured and the binary mode. */
+/** A reading's context attributes (docs/receiving.md), shared by the structured and the binary mode. */
 export function readingAttributes (entry: Reading, gateway: string): Record<string, string> {
   return {
     specversion: '1.0',

@@ -12,7 +12,7 @@ export interface BatchRecord {
   payload: Uint8Array
 }
 
-/** A decoded `cbor-batch` message (SPEC section 5). */
+/** A decoded `cbor-batch` message (docs/receiving.md). */
 export interface Batch {
   gateway: string
   /** the buffer epoch every record of the batch belongs to */

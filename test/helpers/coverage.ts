@@ -1,7 +1,7 @@
 /**
  * What a receiver can tell from sluice's events about the seqs of one epoch: which arrived as
  * readings, which were announced lost by gap events, and whether the stream kept its order
- * [SPEC 2.3-2.4: delivered + announced = assigned, with no gap the receiver is not told about].
+ * (docs/guarantees.md §3-§4: delivered + announced = assigned, with no gap the receiver is not told about).
  */
 import { readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'

@@ -125,7 +125,7 @@ export function readingArrivals (messages: Array<{ json?: any }>): Arrival[] {
 }
 
 /**
- * Checks the at-least-once, in-order contract on one epoch's arrivals [SPEC 2.3]: the stream is
+ * Checks the at-least-once, in-order contract on one epoch's arrivals (docs/guarantees.md §3): the stream is
  * runs of consecutive seqs, and a new run may only start at or before where the last one was
  * (a resend from the oldest unacknowledged reading after a reconnect). Any step forward by more
  * than one is a reading out of order or a gap. Returns the problems found (none when the stream

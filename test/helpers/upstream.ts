@@ -43,7 +43,7 @@ export function readingSeqs (list: readonly Arrival[]): number[] {
 
 /**
  * Each seq's first arrival, a gap event standing at its `from`: the order a receiver taking
- * each seq the first time it arrives sees [SPEC 2.3].
+ * each seq the first time it arrives sees (docs/guarantees.md §3).
  */
 export function firstArrivals (list: readonly Arrival[]): number[] {
   const seen = new Set<number>()
