@@ -31,7 +31,7 @@ t.test(`under emulation: ready time, RSS after start and with a ${BACKLOG}-readi
     upstream: { url: `mqtt://127.0.0.1:${nowhere}`, backoff: { min: '1s', max: '5s' } },
     admin: { listen: '127.0.0.1:0' },
     health: { enabled: false },
-    log: { level: 'warn' }
+    log: { level: 'info' } // the ready line is at info
   })
   const started = Date.now()
   const daemon = await startDaemon(t, config, {}, { command, readyTimeoutMs: 180_000 })
