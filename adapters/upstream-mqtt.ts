@@ -102,6 +102,11 @@ export class MqttUpstream extends EventEmitter<UpstreamAdapterEvents> implements
         if (this.status !== 'running') return
         throw err
       }
+      // close() came while this attempt waited for its CONNACK: nobody will end this connection.
+      if (this.status !== 'running') {
+        await client.endAsync(true).catch(() => {})
+        return
+      }
       this.connections++
       this.client = client
       logger.info({ url: this.options.url, protocol: this.options.protocol, reconnect: this.connections > 1, limits: this._limits }, 'upstream connected')
@@ -155,6 +160,7 @@ export class MqttUpstream extends EventEmitter<UpstreamAdapterEvents> implements
     return await new Promise<MqttClient>((resolve, reject) => {
       // MQTT.js listens to its own events too: remove only these listeners, never all.
       const settle = (): void => {
+        this.abort.signal.removeEventListener('abort', onAbort)
         client.off('connect', onConnect)
         client.off('error', onError)
         client.off('close', onClose)
@@ -170,11 +176,15 @@ export class MqttUpstream extends EventEmitter<UpstreamAdapterEvents> implements
       }
       const onError = (err: Error): void => { settle(); fail(err) }
       const onClose = (): void => { settle(); fail(new Error('connection closed before CONNACK')) }
+      // close() does not wait out the connect timeout of an attempt in flight.
+      const onAbort = (): void => { settle(); fail(new Error('upstream closed')) }
       const fail = (err: Error): void => {
         client.on('error', () => {}) // a late socket error on a discarded client is not news
         client.end(true)
         reject(err)
       }
+      if (this.abort.signal.aborted) return onAbort()
+      this.abort.signal.addEventListener('abort', onAbort)
       client.on('connect', onConnect)
       client.on('error', onError)
       client.on('close', onClose)

@@ -5,10 +5,11 @@
  */
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { createServer, type Socket } from 'node:net'
+import { connect as tcpConnect, createServer, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { connect } from 'mqtt'
+import { MqttUpstream } from '../adapters/upstream-mqtt.js'
 import { DurableLog } from '../buffer/index.js'
 import { Gateway } from '../daemon/gateway.js'
 import { closeGateway } from '../daemon/cli.js'
@@ -123,4 +124,45 @@ t.test('SIGTERM while sluice is still starting is a graceful stop: exit 0, the b
   t.equal(second.lines.find((l) => l.msg === 'sluice ready').uncleanStop, false, 'the first run closed the buffer cleanly')
   second.kill('SIGTERM')
   t.same(await second.exited, { code: 0, signal: null })
+})
+
+t.test('a stop while the upstream connection waits for its CONNACK ends that connection and returns', async (t) => {
+  // The upstream's answer is held back until the stop has begun: the connection attempt then
+  // succeeds after close() was called, and must not be left open with nobody to end it.
+  const upstream = await startMosquitto(t)
+  const held: Socket[] = []
+  const gate = createServer((socket) => { held.push(socket); socket.on('error', () => {}) })
+  await new Promise<void>((resolve) => gate.listen(0, '127.0.0.1', resolve))
+  t.teardown(async () => {
+    for (const s of held) s.destroy()
+    await new Promise<void>((resolve) => gate.close(() => { resolve() }))
+  })
+  const address = gate.address()
+  if (address === null || typeof address === 'string') throw new Error('no address')
+  const adapter = new MqttUpstream({
+    url: `mqtt://127.0.0.1:${address.port}`,
+    clientId: 'gw-stop-connecting',
+    protocol: '3.1.1',
+    backoff: { min: 50, max: 500 },
+    logger: createLogger('silent')
+  })
+  adapter.start()
+  await waitUntil(() => held.length > 0, 10_000, 'the upstream connection attempt')
+  const socket = held[0]
+  const socketClosed = new Promise<void>((resolve) => socket.once('close', () => { resolve() }))
+
+  const closing = adapter.close()
+  // Now let the CONNECT through to a real broker, whose CONNACK comes back.
+  const broker = tcpConnect({ host: '127.0.0.1', port: upstream.port })
+  broker.on('error', () => {})
+  t.teardown(() => { broker.destroy() })
+  socket.pipe(broker).pipe(socket)
+
+  let stopped = false
+  const deadline = new Promise<void>((resolve) => setTimeout(resolve, 5_000).unref())
+  await Promise.race([closing.then(() => { stopped = true }), deadline])
+  t.ok(stopped, 'close() returned (within 5 s; the connect timeout is 10 s)')
+  t.notOk(adapter.connected, 'not connected after close')
+  await Promise.race([socketClosed, deadline])
+  t.ok(socket.destroyed, 'the upstream connection was closed by sluice, not left open')
 })
