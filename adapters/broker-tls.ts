@@ -4,7 +4,7 @@
 // connection as it is: a sensor stays connected through a certificate renewal.
 import { X509Certificate } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
-import type { AddressInfo, Socket } from 'node:net'
+import type { AddressInfo, Server as NetServer, Socket } from 'node:net'
 import { createSecureContext, createServer, TLSSocket, type Server } from 'node:tls'
 
 /** Paths of the PEM files of a TLS listener. */
@@ -134,6 +134,8 @@ export interface BrokerTlsEvents {
   connection: (socket: TLSSocket) => void
   /** a handshake that failed (no certificate, an unknown CA, not TLS at all) */
   handshakeError: (err: Error, remoteAddress: string | undefined) => void
+  /** called once with the server before it listens: the broker's connection bound (maxClients) */
+  protect?: (server: NetServer) => void
 }
 
 /**
@@ -166,6 +168,7 @@ export class BrokerTlsListener {
       socket.once('close', () => { this.sockets.delete(socket) })
     })
     this.server.on('tlsClientError', (err, socket) => { events.handshakeError(err, socket.remoteAddress) })
+    events.protect?.(this.server)
   }
 
   /** Listens with `material` (read by readTlsFiles from the options' files). */

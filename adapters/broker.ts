@@ -103,7 +103,8 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
       this.tls = await BrokerTlsListener.listen(tls.options, tls.material, {
         // the same guard as the plain listener, on the decrypted stream
         connection: (socket) => { this.guard.accept(socket, (s) => { aedes.handle(s) }) },
-        handshakeError: (err, address) => { this.handshakeFailed(err, address) }
+        handshakeError: (err, address) => { this.handshakeFailed(err, address) },
+        protect: (server) => { this.guard.protect(server) }
       })
     }
     this.status = 'open'

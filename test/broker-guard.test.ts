@@ -10,7 +10,9 @@ import mqttPacket from 'mqtt-packet'
 import type { Reading, ReadingSink, RefusalReason } from '../adapters/contract.js'
 import { BrokerAdapter } from '../adapters/broker.js'
 import { ConnectRateLimiter, type BrokerLimits } from '../adapters/broker-guard.js'
+import { readTlsFiles } from '../adapters/broker-tls.js'
 import { createLogger } from '../daemon/logger.js'
+import { makeCerts } from './helpers/certs.js'
 import { waitUntil } from './helpers/wait.js'
 
 const logger = createLogger('silent')
@@ -21,9 +23,11 @@ interface Harness {
   port: number
   readings: Reading[]
   refused: (reason: RefusalReason) => number
+  /** the TLS listener's port, when started with `tls` */
+  tlsPort: number | null
 }
 
-async function startBroker (t: Test, limits: Partial<BrokerLimits> = {}, now?: () => number): Promise<Harness> {
+async function startBroker (t: Test, limits: Partial<BrokerLimits> = {}, now?: () => number, tls?: ConstructorParameters<typeof BrokerAdapter>[0]['tls']): Promise<Harness> {
   const readings: Reading[] = []
   const sink: ReadingSink = {
     append: (reading) => {
@@ -37,13 +41,14 @@ async function startBroker (t: Test, limits: Partial<BrokerLimits> = {}, now?: (
     sink,
     logger,
     limits: { ...DEFAULTS, ...limits },
-    now
+    now,
+    tls
   })
   const counts = new Map<RefusalReason, number>()
   adapter.on('refused', (reason) => { counts.set(reason, (counts.get(reason) ?? 0) + 1) })
   await adapter.start()
   t.teardown(async () => { await adapter.close() })
-  return { adapter, port: adapter.address().port, readings, refused: (reason) => counts.get(reason) ?? 0 }
+  return { adapter, port: adapter.address().port, readings, refused: (reason) => counts.get(reason) ?? 0, tlsPort: adapter.tlsAddress()?.port ?? null }
 }
 
 /** A raw TCP connection to the broker that records what it receives and when it closes. */
@@ -169,6 +174,24 @@ t.test('past maxClients the next CONNECT gets CONNACK 0x03; the same id may take
   again.socket.write(connectPacket('two'))
   await waitUntil(() => again.received().length >= 4, 5000, 'the CONNACK')
   t.same([...again.received().subarray(0, 4)], [0x20, 0x02, 0x00, 0x00], 'a reconnecting sensor is accepted')
+})
+
+t.test('past maxClients + 100 open sockets, each listener (plain and TLS) closes the next one before aedes sees it', async (t) => {
+  const certs = await makeCerts(t.testdir())
+  const material = await readTlsFiles({ cert: certs.serverCert, key: certs.serverKey })
+  const tls = { options: { listen: { host: '127.0.0.1', port: 0 }, cert: certs.serverCert, key: certs.serverKey, requireClientCert: false, useIdentityAsUsername: false }, material }
+  const b = await startBroker(t, { maxClients: 1 }, undefined, tls)
+  if (b.tlsPort === null) throw new Error('no TLS listener')
+  for (const [name, port] of [['plain', b.port], ['TLS', b.tlsPort]] as const) {
+    const before = b.refused('max-clients')
+    const open: Raw[] = []
+    for (let i = 0; i < 101; i++) open.push(await rawConnect(t, port))
+    const over = await rawConnect(t, port)
+    await closedWithin(over, 5000, `the ${name} listener to close the 102nd socket`)
+    t.equal(b.refused('max-clients'), before + 1, `${name}: counted as max-clients`)
+    t.notOk(open.some((raw) => raw.isClosed()), `${name}: the 101 sockets within the bound stay open`)
+    for (const raw of open) raw.socket.destroy()
+  }
 })
 
 t.test('a socket that sends no CONNECT in time is closed', async (t) => {
