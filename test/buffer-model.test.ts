@@ -24,6 +24,7 @@ import { readdir, stat } from 'node:fs/promises'
 import { readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { mulberry32 } from '../scripts/random.js'
 
 const CHILD = fileURLToPath(new URL('./helpers/log-child.mjs', import.meta.url))
 const SLOTS = 4
@@ -47,18 +48,6 @@ interface State {
   dropped: Record<string, number>
   readHigh: number
   epoch: string
-}
-
-/** mulberry32: small, seedable, good enough to pick operations. */
-function random (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 /** The allocated size of the files directly in the buffer's directory: what the bound is about. */
@@ -138,7 +127,7 @@ class LogProcess {
 interface RunConfig { name: string, bounds: Bounds, steps: number }
 
 async function runModel (t: Test, config: RunConfig, seed: number): Promise<void> {
-  const rnd = random(seed)
+  const rnd = mulberry32(seed)
   const pick = (n: number): number => Math.floor(rnd() * n)
   const path = join(t.testdir(), 'buffer')
   const { bounds } = config

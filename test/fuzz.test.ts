@@ -19,6 +19,7 @@ import { startReceiver } from './helpers/receiver.js'
 import { orderProblems, readingArrivals, readingKey, startSensors } from './helpers/sensors.js'
 import { runCli, startDaemon, writeConfig } from './helpers/daemon.js'
 import { freePort } from './helpers/ports.js'
+import { mulberry32 } from '../scripts/random.js'
 
 const SECONDS = Number(process.env.SLUICE_FUZZ_SECONDS ?? 30)
 const SEED = Number(process.env.SLUICE_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31))
@@ -31,18 +32,7 @@ const SEED = Number(process.env.SLUICE_FUZZ_SEED ?? Math.floor(Math.random() * 2
 const RSS_BOUND = 320 * 1024 * 1024
 const MAX_PAYLOAD = 4096
 
-/** mulberry32: a small seeded PRNG, so a failing run can be replayed from its seed. */
-function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let r = Math.imul(a ^ (a >>> 15), 1 | a)
-    r = (r + Math.imul(r ^ (r >>> 7), 61 | r)) ^ r
-    return ((r ^ (r >>> 14)) >>> 0) / 4294967296
-  }
-}
-
-const random = prng(SEED)
+const random = mulberry32(SEED)
 const int = (n: number): number => Math.floor(random() * n)
 const pick = <T>(items: readonly T[]): T => items[int(items.length)]
 const bytes = (n: number): Buffer => Buffer.from(Array.from({ length: n }, () => int(256)))

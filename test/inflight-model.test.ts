@@ -8,18 +8,7 @@
  */
 import t, { type Test } from 'tap'
 import { type InFlightMessage, InFlightWindow } from '../daemon/inflight.js'
-
-/** mulberry32: small, seedable, good enough to pick operations. */
-function random (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
+import { mulberry32 } from '../scripts/random.js'
 
 interface ModelMessage { first: number, last: number, state: 'sent' | 'acked' | 'refused', real: InFlightMessage | null }
 
@@ -70,7 +59,7 @@ function check (t: Test, step: string, w: InFlightWindow, m: Model): boolean {
 }
 
 function run (t: Test, seed: number, steps: number): void {
-  const rnd = random(seed)
+  const rnd = mulberry32(seed)
   const pick = <T>(list: readonly T[]): T => list[Math.floor(rnd() * list.length)]
   const start = Math.floor(rnd() * 5)
   const w = new InFlightWindow(start)

@@ -14,6 +14,7 @@ import { judgeCycle, type CycleResult } from './check.js'
 import { guestImage } from './image.js'
 import { Receiver, Sensors } from './load.js'
 import { Vm, type BootOptions } from './vm.js'
+import { mulberry32 } from '../random.js'
 
 const { values } = parseArgs({
   options: {
@@ -33,18 +34,6 @@ const syncIntervalMs = Number(values['sync-interval'])
 const lossWindowMs = syncIntervalMs + Number(values['commit-allowance'])
 const maxDelayMs = Number(values['max-delay'])
 const seed = values.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(values.seed)
-
-/** mulberry32: small, seeded, replayable */
-function prng (s: number): () => number {
-  let a = s >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32
-  }
-}
 
 async function freePort (): Promise<number> {
   return await new Promise((resolve, reject) => {
@@ -111,7 +100,7 @@ async function main (): Promise<number> {
   execFileSync('mkfs.ext4', ['-q', '-F', disk])
   const upstreamPort = await startMosquitto(work)
   const receiver = await Receiver.start(upstreamPort)
-  const random = prng(seed)
+  const random = mulberry32(seed)
   const base: BootOptions = { image, disk, serialLog: '', brokerPort: await freePort(), adminPort: await freePort(), upstreamPort, sync, syncIntervalMs }
 
   let boot = 0

@@ -9,6 +9,7 @@ import { isDeepStrictEqual } from 'node:util'
 import type { Test } from 'tap'
 import type { OutgoingEntry, TakeLimits, UpstreamFormat, UpstreamMessage } from '../../adapters/contract.js'
 import type { TopicTemplates } from '../../adapters/formats/topics.js'
+import { mulberry32 } from '../../scripts/random.js'
 
 export interface FormatHarness {
   /** the format's `name` */
@@ -55,17 +56,6 @@ export function readEvent (message: UpstreamMessage): Received {
 
 // ------------------------------------------------------------------ entries
 
-/** A small seeded generator (mulberry32): the same entries on every run. */
-function random (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = Math.imul(a ^ (a >>> 15), 1 | a)
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 const T0 = 1_700_000_000_123 // past 2^32 ms
 
 /** Payloads of every shape a sensor sends; each, by how it starts, may or may not be taken for JSON. */
@@ -97,7 +87,7 @@ const TOPICS = ['sensors/s1/temp', 'sensors/ünïcødé/température', 'a', `dee
  * new epoch (at that reading's seq).
  */
 export function entryStream (length: number, seed: number): OutgoingEntry[] {
-  const next = random(seed)
+  const next = mulberry32(seed)
   const entries: OutgoingEntry[] = []
   let epoch = '0123456789abcdef0123456789abcdef'
   let epochs = 0
@@ -245,7 +235,7 @@ export function formatConformance (t: Test, harness: FormatHarness): void {
 
   t.test('take(): at least 1, no more than offered or limits.maxEntries; the message fits limits.maxBytes; open only when it took all', async (t) => {
     const stream = entryStream(1500, 2)
-    const next = random(3)
+    const next = mulberry32(3)
     const problems: string[] = []
     let cases = 0
     for (let i = 0; i < 300; i++) {
@@ -270,7 +260,7 @@ export function formatConformance (t: Test, harness: FormatHarness): void {
 
   t.test('a stream of mixed entries, message by message: every entry read back once, in order', async (t) => {
     const stream = entryStream(3000, 4)
-    const next = random(5)
+    const next = mulberry32(5)
     const received: Received[] = []
     let rest: readonly OutgoingEntry[] = stream
     let messages = 0
