@@ -12,7 +12,7 @@ import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { connect, type MqttClient } from 'mqtt'
-import { startDaemon, writeConfig } from './helpers/daemon.js'
+import { adminUrl, brokerUrl, startDaemon, writeConfig } from './helpers/daemon.js'
 import { freePort } from './helpers/ports.js'
 
 const READINGS = 1_000_000
@@ -50,21 +50,19 @@ async function pump (client: MqttClient, topic: string, quota: number, first: nu
 
 t.test(`a backlog of ${READINGS} readings sent over MQTT stays on disk: the spawned daemon's memory stays flat`, async (t) => {
   const dir = t.testdir()
-  const sensorPort = await freePort()
-  const adminPort = await freePort()
   const config = writeConfig(dir, {
     gateway: { id: 'gw-memory' },
-    ingest: { broker: { listen: `127.0.0.1:${sensorPort}` } },
+    ingest: { broker: { listen: '127.0.0.1:0' } },
     buffer: { path: join(dir, 'buffer'), sync: 'interval' },
     upstream: { url: `mqtt://127.0.0.1:${await freePort()}`, backoff: { min: '100ms', max: '1s' } },
     health: { enabled: false },
-    admin: { listen: `127.0.0.1:${adminPort}` },
+    admin: { listen: '127.0.0.1:0' },
     log: { level: 'info' }
   })
   const daemon = await startDaemon(t, config)
   const pid = daemon.child.pid as number
   const clients = await Promise.all(Array.from({ length: CLIENTS }, async (_, i) => {
-    const client = connect(`mqtt://127.0.0.1:${sensorPort}`, { clientId: `memory-sensor-${i}`, reconnectPeriod: 0 })
+    const client = connect(brokerUrl(daemon), { clientId: `memory-sensor-${i}`, reconnectPeriod: 0 })
     await new Promise<void>((resolve, reject) => { client.once('connect', () => { resolve() }); client.once('error', reject) })
     return client
   }))
@@ -80,7 +78,7 @@ t.test(`a backlog of ${READINGS} readings sent over MQTT stays on disk: the spaw
   }
   t.equal(acked, READINGS, `${READINGS} readings PUBACKed to the sensors`)
 
-  const status = await (await fetch(`http://127.0.0.1:${adminPort}/status`)).json() as any
+  const status = await (await fetch(`${adminUrl(daemon)}/status`)).json() as any
   t.equal(status.buffer.backlog.readings, READINGS, 'all of them are in the buffer, none forwarded (the upstream is down)')
   t.equal(status.upstream.connected, false, 'the upstream stayed down')
 

@@ -8,9 +8,8 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt'
 import { hashPassword } from '../adapters/password-hash.js'
-import { BIN, startDaemon, writeConfig, type DaemonRun } from './helpers/daemon.js'
+import { BIN, adminUrl, startDaemon, writeConfig, type DaemonRun } from './helpers/daemon.js'
 import { spawn } from 'node:child_process'
-import { freePort } from './helpers/ports.js'
 import { waitUntil } from './helpers/wait.js'
 
 async function hup (daemon: DaemonRun): Promise<any> {
@@ -26,14 +25,13 @@ t.test('SIGHUP adds a user and removes another; connected sensors stay connected
   const [keepHash, goneHash, newHash, fileHash] = await Promise.all(['keep-pw', 'gone-pw', 'new-pw', 'file-pw'].map(hashPassword))
   const passwordFile = join(dir, 'broker.passwords')
   writeFileSync(passwordFile, '# no users here yet\n')
-  const adminPort = await freePort()
   const config = (users: unknown[]): Record<string, unknown> => ({
     gateway: { id: 'gw-users' },
     ingest: { broker: { listen: '127.0.0.1:0', users, passwordFile } },
     buffer: { path: join(dir, 'buffer') },
     upstream: { url: 'mqtt://127.0.0.1:9', backoff: { min: '1s', max: '10s' } }, // nothing upstream: not needed
     health: { enabled: false },
-    admin: { listen: `127.0.0.1:${adminPort}` },
+    admin: { listen: '127.0.0.1:0' },
     log: { level: 'info' }
   })
   const keep = { username: 'keep', passwordHash: keepHash, publish: ['sensors/{username}/#'] }
@@ -94,7 +92,7 @@ t.test('SIGHUP adds a user and removes another; connected sensors stay connected
   await publishing
   t.equal(closes, 0, 'the connected sensor never disconnected')
   t.ok(sensor.connected)
-  const status = await (await fetch(`http://127.0.0.1:${adminPort}/status`)).json() as any
+  const status = await (await fetch(`${adminUrl(daemon)}/status`)).json() as any
   t.equal(status.totals.refused.auth, 2, 'two refused connects counted: gone, and filer before it was added')
   t.equal(status.totals.refused.acl, 1, 'the removed user\'s publish counted')
 })

@@ -11,7 +11,7 @@ import { startMosquitto } from './helpers/mosquitto.js'
 import { startProxy, type Proxy } from './helpers/proxy.js'
 import { startReceiver, type Receiver } from './helpers/receiver.js'
 import { startSensors } from './helpers/sensors.js'
-import { runCli, startDaemon, writeConfig, type DaemonRun } from './helpers/daemon.js'
+import { pinPorts, runCli, startDaemon, writeConfig, type DaemonRun } from './helpers/daemon.js'
 import { freePort } from './helpers/ports.js'
 import { coverage, coverageCounter } from './helpers/coverage.js'
 import { publishAll, readings } from './helpers/upstream.js'
@@ -28,20 +28,22 @@ async function bufferWithBacklog (t: Test, perSensor: number, forwarded = 0): Pr
   const upstream = await startMosquitto(t)
   const link = await startProxy(t, upstream.port)
   const receiver = await startReceiver(t, upstream.url, 'sluice/#')
-  const port = await freePort()
-  const admin = `127.0.0.1:${await freePort()}`
   const config = writeConfig(dir, {
     gateway: { id: 'gw-corrupt' },
-    ingest: { broker: { listen: `127.0.0.1:${port}` } },
+    ingest: { broker: { listen: '127.0.0.1:0' } },
     // A small bound keeps LevelDB's write buffer small, so the backlog is spread over many tables.
     buffer: { path: buffer, maxBytes: '16MiB' },
     upstream: { url: link.url, backoff: { min: '50ms', max: '500ms' } },
     health: { enabled: false },
-    admin: { listen: admin },
+    admin: { listen: '127.0.0.1:0' },
     log: { level: 'info' }
   })
   if (forwarded === 0) link.cut()
   const first = await startDaemon(t, config)
+  // The restarts below listen where the sensors and the admin client already connect.
+  pinPorts(config, first)
+  const port = first.ports.broker ?? 0
+  const admin = `127.0.0.1:${first.ports.admin ?? 0}`
   const epoch = (await first.waitForLine('sluice ready')).epoch
   if (forwarded > 0) {
     // These readings reach the upstream, which acknowledges them, before the link is cut.
@@ -200,19 +202,19 @@ t.test('garbage in the middle of the write-ahead log: LevelDB skips it, sluice a
 t.test('a second daemon on the same buffer is refused with exit 2; the lock is not taken for damage', async (t) => {
   const dir = t.testdir()
   const buffer = join(dir, 'buffer')
-  const config = (port: number): Record<string, unknown> => ({
+  const config = async (): Promise<Record<string, unknown>> => ({
     gateway: { id: 'gw-lock' },
-    ingest: { broker: { listen: `127.0.0.1:${port}` } },
+    ingest: { broker: { listen: '127.0.0.1:0' } },
     buffer: { path: buffer },
-    upstream: { url: `mqtt://127.0.0.1:${port}` },
+    upstream: { url: `mqtt://127.0.0.1:${await freePort()}` }, // nothing listens there
     health: { enabled: false },
     admin: { enabled: false }
   })
-  const first = await startDaemon(t, writeConfig(dir, config(await freePort()), 'first.yaml'))
+  const first = await startDaemon(t, writeConfig(dir, await config(), 'first.yaml'))
   // LevelDB moves its info log (LOG -> LOG.old) before it asks for the lock; everything else stays.
   const data = /^(?!LOG)/
   const before = files(buffer, data)
-  const second = await runCli(['run', '-c', writeConfig(dir, config(await freePort()), 'second.yaml')])
+  const second = await runCli(['run', '-c', writeConfig(dir, await config(), 'second.yaml')])
   t.equal(second.code, 2)
   t.match(second.stdout + second.stderr, /in use by another process/)
   t.notMatch(second.stdout, /SLUICE_BUFFER_CORRUPT/)

@@ -7,13 +7,13 @@ import { startMosquitto } from './helpers/mosquitto.js'
 import { startProxy } from './helpers/proxy.js'
 import { startReceiver, type Receiver } from './helpers/receiver.js'
 import { orderProblems, readingArrivals, readingKey, startSensors } from './helpers/sensors.js'
-import { startDaemon, writeConfig } from './helpers/daemon.js'
-import { freePort } from './helpers/ports.js'
+import { brokerUrl, pinPorts, startDaemon, writeConfig } from './helpers/daemon.js'
 
-function daemonConfig (dir: string, sensorPort: number, upstreamUrl: string): string {
+/** The broker listens on port 0; after the first start pinPorts keeps the port for restarts. */
+function daemonConfig (dir: string, upstreamUrl: string): string {
   return writeConfig(dir, {
     gateway: { id: 'gw-crash' },
-    ingest: { broker: { listen: `127.0.0.1:${sensorPort}` } },
+    ingest: { broker: { listen: '127.0.0.1:0' } },
     buffer: { path: `${dir}/buffer` },
     upstream: { url: upstreamUrl, backoff: { min: '50ms', max: '500ms' } },
     admin: { listen: '127.0.0.1:0' },
@@ -43,10 +43,11 @@ t.test('kill -9 while holding a backlog: after a restart every PUBACKed reading 
   const upstream = await startMosquitto(t)
   const link = await startProxy(t, upstream.port)
   const receiver = await startReceiver(t, upstream.url, 'sluice/#')
-  const port = await freePort()
-  const config = daemonConfig(dir, port, link.url)
+  const config = daemonConfig(dir, link.url)
   const first = await startDaemon(t, config)
-  const sensors = await startSensors(t, `mqtt://127.0.0.1:${port}`, { count: 3, inflight: 10 })
+  pinPorts(config, first)
+  const sensorUrl = brokerUrl(first)
+  const sensors = await startSensors(t, sensorUrl, { count: 3, inflight: 10 })
   await sensors.waitForAcked(300)
   link.cut()
   await sensors.waitForAcked(sensors.acked.size + 2000)
@@ -69,10 +70,11 @@ t.test('kill -9 at random moments under saturating load loses no PUBACKed readin
   const dir = t.testdir()
   const upstream = await startMosquitto(t)
   const receiver = await startReceiver(t, upstream.url, 'sluice/#')
-  const port = await freePort()
-  const config = daemonConfig(dir, port, upstream.url)
+  const config = daemonConfig(dir, upstream.url)
   let daemon = await startDaemon(t, config)
-  const sensors = await startSensors(t, `mqtt://127.0.0.1:${port}`, { count: 4, inflight: 100 })
+  pinPorts(config, daemon)
+  const sensorUrl = brokerUrl(daemon)
+  const sensors = await startSensors(t, sensorUrl, { count: 4, inflight: 100 })
   const moments: number[] = []
   for (let round = 0; round < 4; round++) {
     await sensors.waitForAcked(sensors.acked.size + 500)
@@ -96,11 +98,12 @@ t.test('SIGTERM stops cleanly: exit 0, nothing lost, the next start keeps the ep
   const upstream = await startMosquitto(t)
   const link = await startProxy(t, upstream.port)
   const receiver = await startReceiver(t, upstream.url, 'sluice/#')
-  const port = await freePort()
-  const config = daemonConfig(dir, port, link.url)
+  const config = daemonConfig(dir, link.url)
   const first = await startDaemon(t, config)
+  pinPorts(config, first)
+  const sensorUrl = brokerUrl(first)
   const epoch = (await first.waitForLine('sluice ready')).epoch
-  const sensors = await startSensors(t, `mqtt://127.0.0.1:${port}`, { count: 2, inflight: 20 })
+  const sensors = await startSensors(t, sensorUrl, { count: 2, inflight: 20 })
   await sensors.waitForAcked(1000)
   link.cut() // leave a backlog behind
   await sensors.waitForAcked(sensors.acked.size + 500)
@@ -124,10 +127,10 @@ t.test('SIGTERM stops cleanly: exit 0, nothing lost, the next start keeps the ep
 t.test('a second daemon on the same buffer is refused with exit 2', async (t) => {
   const dir = t.testdir()
   const upstream = await startMosquitto(t)
-  const first = await startDaemon(t, daemonConfig(dir, await freePort(), upstream.url))
+  const first = await startDaemon(t, daemonConfig(dir, upstream.url))
   const other = writeConfig(dir, {
     gateway: { id: 'gw-crash' },
-    ingest: { broker: { listen: `127.0.0.1:${await freePort()}` } },
+    ingest: { broker: { listen: '127.0.0.1:0' } },
     buffer: { path: `${dir}/buffer` },
     upstream: { url: upstream.url },
     admin: { listen: '127.0.0.1:0' }

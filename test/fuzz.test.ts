@@ -17,8 +17,7 @@ import mqttPacket from 'mqtt-packet'
 import { startMosquitto } from './helpers/mosquitto.js'
 import { startReceiver } from './helpers/receiver.js'
 import { orderProblems, readingArrivals, readingKey, startSensors } from './helpers/sensors.js'
-import { runCli, startDaemon, writeConfig } from './helpers/daemon.js'
-import { freePort } from './helpers/ports.js'
+import { brokerUrl, runCli, startDaemon, writeConfig } from './helpers/daemon.js'
 import { mulberry32 } from '../scripts/random.js'
 
 const SECONDS = Number(process.env.SLUICE_FUZZ_SECONDS ?? 30)
@@ -148,22 +147,22 @@ t.test(`fuzz the embedded broker for ${SECONDS} s while a good sensor publishes`
   const dir = t.testdir()
   const upstream = await startMosquitto(t)
   const receiver = await startReceiver(t, upstream.url, 'sluice/#')
-  const port = await freePort()
-  const adminPort = await freePort()
   const daemon = await startDaemon(t, writeConfig(dir, {
     gateway: { id: 'gw-fuzz' },
     ingest: {
-      broker: { listen: `127.0.0.1:${port}`, maxPayload: MAX_PAYLOAD, maxClients: 300, connectTimeout: '1s', maxConnectRate: 5, connectBurst: 10 },
+      broker: { listen: '127.0.0.1:0', maxPayload: MAX_PAYLOAD, maxClients: 300, connectTimeout: '1s', maxConnectRate: 5, connectBurst: 10 },
       topics: ['sensors/good/#']
     },
     buffer: { path: `${dir}/buffer` },
     upstream: { url: upstream.url, backoff: { min: '50ms', max: '500ms' } },
-    admin: { listen: `127.0.0.1:${adminPort}` },
+    admin: { listen: '127.0.0.1:0' },
     health: { enabled: false },
     log: { level: 'info' }
   }))
   const pid = daemon.child.pid ?? 0
-  const sensor = await startSensors(t, `mqtt://127.0.0.1:${port}`, { count: 1, inflight: 5, topic: () => 'sensors/good/temp' })
+  const port = daemon.ports.broker ?? 0
+  const adminPort = daemon.ports.admin ?? 0
+  const sensor = await startSensors(t, brokerUrl(daemon), { count: 1, inflight: 5, topic: () => 'sensors/good/temp' })
 
   const tally: Tally = { connections: 0, packets: 0, huge: 0, hugeClosed: 0 }
   const open = new Set<Socket>()

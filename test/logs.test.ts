@@ -12,7 +12,7 @@ import { join } from 'node:path'
 import { Aedes } from 'aedes'
 import { createLogger } from '../daemon/logger.js'
 import { startProxy, type Proxy } from './helpers/proxy.js'
-import { runCli, startDaemon, writeConfig, type DaemonRun } from './helpers/daemon.js'
+import { brokerUrl, runCli, startDaemon, writeConfig, type DaemonRun } from './helpers/daemon.js'
 import { startSensors } from './helpers/sensors.js'
 import { freePort } from './helpers/ports.js'
 import { waitUntil } from './helpers/wait.js'
@@ -43,10 +43,10 @@ async function startAuthBroker (t: Test): Promise<{ port: number, refused: () =>
 /** Everything that could carry a secret, gathered for the search. */
 const seen: string[] = []
 
-function config (dir: string, name: string, link: Proxy, sensorPort: number, upstream: Record<string, unknown>): Record<string, any> {
+function config (dir: string, name: string, link: Proxy, upstream: Record<string, unknown>): Record<string, any> {
   return {
     gateway: { id: `gw-${name}` },
-    ingest: { broker: { listen: `127.0.0.1:${sensorPort}` } },
+    ingest: { broker: { listen: '127.0.0.1:0' } },
     buffer: { path: join(dir, `buffer-${name}`) },
     upstream: { url: link.url, username: 'gw', backoff: { min: '50ms', max: '300ms' }, ...upstream },
     health: { interval: '200ms' },
@@ -59,12 +59,12 @@ const isLine = (msg: string) => (l: any): boolean => l.msg === msg
 const count = (d: DaemonRun, msg: string): number => d.lines.filter(isLine(msg)).length
 
 /** Connect failures, a connection, readings, an outage and a reconnect; then every route and CLI. */
-async function exercise (t: Test, daemon: DaemonRun, link: Proxy, sensorPort: number, file: string, env: NodeJS.ProcessEnv): Promise<void> {
+async function exercise (t: Test, daemon: DaemonRun, link: Proxy, file: string, env: NodeJS.ProcessEnv): Promise<void> {
   const admin = `http://${String((await daemon.waitForLine('sluice ready')).admin)}`
   await waitUntil(() => count(daemon, 'upstream connect failed; retrying with backoff') >= 1, 10_000, 'a connect failure')
   link.restore()
   await waitUntil(() => count(daemon, 'upstream connected') >= 1, 10_000, 'the upstream connection')
-  const sensors = await startSensors(t, `mqtt://127.0.0.1:${sensorPort}`, { count: 1, readingsPerSensor: 5 })
+  const sensors = await startSensors(t, brokerUrl(daemon), { count: 1, readingsPerSensor: 5 })
   await sensors.finished()
   link.cut()
   await waitUntil(() => count(daemon, 'upstream connection lost') >= 1, 10_000, 'the outage')
@@ -89,11 +89,10 @@ t.test('no password reaches the logs, the admin endpoint or the CLI, from any of
 
   // 1. The password in the YAML file. Then SIGHUP with a changed one.
   link.cut()
-  let port = await freePort()
-  const inYaml = config(dir, 'yaml', link, port, { password: RIGHT })
+  const inYaml = config(dir, 'yaml', link, { password: RIGHT })
   const yamlFile = writeConfig(dir, inYaml, 'yaml.yaml')
   const a = await startDaemon(t, yamlFile)
-  await exercise(t, a, link, port, yamlFile, {})
+  await exercise(t, a, link, yamlFile, {})
   writeConfig(dir, { ...inYaml, upstream: { ...inYaml.upstream, password: WRONG } }, 'yaml.yaml')
   a.child.kill('SIGHUP')
   await waitUntil(() => a.lines.some((l) => /^config reloaded/.test(l.msg)), 10_000, 'the reload line')
@@ -103,10 +102,9 @@ t.test('no password reaches the logs, the admin endpoint or the CLI, from any of
 
   // 2. A password file holding a wrong password: refused credentials, retried and logged.
   link.restore()
-  port = await freePort()
   const passwordFile = join(dir, 'upstream.password')
   writeFileSync(passwordFile, `${WRONG}\n`)
-  const viaFile = config(dir, 'file', link, port, { passwordFile })
+  const viaFile = config(dir, 'file', link, { passwordFile })
   const fileConfig = writeConfig(dir, viaFile, 'file.yaml')
   const b = await startDaemon(t, fileConfig)
   await waitUntil(() => broker.refused() >= 2, 10_000, 'the upstream to refuse the credentials twice')
@@ -121,17 +119,16 @@ t.test('no password reaches the logs, the admin endpoint or the CLI, from any of
   collect(b)
   link.cut()
   const b2 = await startDaemon(t, fileConfig)
-  await exercise(t, b2, link, port, fileConfig, {})
+  await exercise(t, b2, link, fileConfig, {})
   t.equal((await b2.kill('SIGTERM')).code, 0)
   collect(b2)
 
   // 3. The environment.
   link.cut()
-  port = await freePort()
   const env = { SLUICE_UPSTREAM_PASSWORD: RIGHT }
-  const envFile = writeConfig(dir, config(dir, 'env', link, port, {}), 'env.yaml')
+  const envFile = writeConfig(dir, config(dir, 'env', link, {}), 'env.yaml')
   const c = await startDaemon(t, envFile, env)
-  await exercise(t, c, link, port, envFile, env)
+  await exercise(t, c, link, envFile, env)
   t.equal((await c.kill('SIGTERM')).code, 0)
   collect(c)
 
@@ -175,10 +172,9 @@ t.test('a terminal gets readable lines; JSON and pretty both redact secrets', as
 
 t.test('a log reader that goes away (journald restarted, `| head`) costs log lines, not the daemon', async (t) => {
   const dir = t.testdir()
-  const port = await freePort()
   const daemon = await startDaemon(t, writeConfig(dir, {
     gateway: { id: 'gw-epipe' },
-    ingest: { broker: { listen: `127.0.0.1:${port}` } },
+    ingest: { broker: { listen: '127.0.0.1:0' } },
     buffer: { path: join(dir, 'buffer') },
     // An upstream that is not there: the daemon logs a warning at every retry.
     upstream: { url: `mqtt://127.0.0.1:${await freePort()}`, backoff: { min: '20ms', max: '50ms' } },
@@ -188,7 +184,7 @@ t.test('a log reader that goes away (journald restarted, `| head`) costs log lin
   }))
   daemon.child.stdout?.destroy()
   // It goes on logging into the closed pipe (EPIPE) and still takes readings, PUBACKed.
-  const sensors = await startSensors(t, `mqtt://127.0.0.1:${port}`, { count: 1, readingsPerSensor: 200, inflight: 1 })
+  const sensors = await startSensors(t, brokerUrl(daemon), { count: 1, readingsPerSensor: 200, inflight: 1 })
   await sensors.finished()
   t.equal(sensors.acked.size, 200, 'readings PUBACKed after the log reader went away')
   t.equal(daemon.child.exitCode, null, 'the daemon is still running')

@@ -10,7 +10,7 @@ import { startMosquitto } from './helpers/mosquitto.js'
 import { startProxy } from './helpers/proxy.js'
 import { startReceiver } from './helpers/receiver.js'
 import { readingArrivals, startSensors } from './helpers/sensors.js'
-import { runCli, startDaemon, writeConfig } from './helpers/daemon.js'
+import { adminUrl, pinPorts, runCli, startDaemon, writeConfig } from './helpers/daemon.js'
 import { freePort } from './helpers/ports.js'
 
 t.test('sluice status: a short summary of a running daemon, exit 0 while ready', async (t) => {
@@ -18,20 +18,21 @@ t.test('sluice status: a short summary of a running daemon, exit 0 while ready',
   const upstream = await startMosquitto(t)
   const link = await startProxy(t, upstream.port)
   const receiver = await startReceiver(t, upstream.url, 'sluice/#')
-  const sensorPort = await freePort()
-  const adminPort = await freePort()
   const config = writeConfig(dir, {
     gateway: { id: 'gw-status' },
-    ingest: { broker: { listen: `127.0.0.1:${sensorPort}` } },
+    ingest: { broker: { listen: '127.0.0.1:0' } },
     buffer: { path: `${dir}/buffer` },
     upstream: { url: link.url, backoff: { min: '50ms', max: '500ms' } },
     health: { enabled: false },
-    admin: { listen: `127.0.0.1:${adminPort}` }
+    admin: { listen: '127.0.0.1:0' }
   })
   const daemon = await startDaemon(t, config)
   const ready = await daemon.waitForLine('sluice ready')
-  t.equal(ready.admin, `127.0.0.1:${adminPort}`, 'the ready line says where the admin endpoint is')
-  const admin = `http://127.0.0.1:${adminPort}`
+  t.match(ready.admin, /^127\.0\.0\.1:[1-9]\d*$/, 'the ready line says where the admin endpoint is (the real port for port 0)')
+  const admin = adminUrl(daemon)
+  const sensorPort = daemon.ports.broker ?? 0
+  // -c FILE below reads the admin address from the config: give it the real one.
+  pinPorts(config, daemon)
 
   const sensors = await startSensors(t, `mqtt://127.0.0.1:${sensorPort}`, { count: 2, inflight: 5, readingsPerSensor: 50 })
   await sensors.finished()

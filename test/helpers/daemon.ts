@@ -3,7 +3,7 @@
  * config file, wait for its ready log line, and stop it with real signals.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { TestLike } from './mosquitto.js'
@@ -20,6 +20,11 @@ export interface DaemonRun {
   /** the first log line whose msg is `msg`, waiting for it (bounded) */
   waitForLine: (msg: string, timeoutMs?: number) => Promise<any>
   kill: (signal: NodeJS.Signals) => Promise<{ code: number | null, signal: NodeJS.Signals | null }>
+  /**
+   * The ports it listens on, read from its `sluice ready` line: tests give the daemon port 0 and
+   * read the real port back (nothing can take it between a check and the bind).
+   */
+  readonly ports: { broker: number | null, tls: number | null, admin: number | null }
 }
 
 /** Writes `config` (JSON is YAML) into `dir` and returns the file's path. */
@@ -100,16 +105,54 @@ export async function startDaemon (t: TestLike, configFile: string, env: NodeJS.
       check()
     })
   }
-  await waitForLine('sluice ready', how.readyTimeoutMs)
+  const ready = await waitForLine('sluice ready', how.readyTimeoutMs)
   return {
     child,
     lines,
     stderr: () => stderr,
     exited,
     waitForLine,
+    ports: readyPorts(ready),
     kill: async (signal) => {
       child.kill(signal)
       return await exited
     }
   }
+}
+
+/** The port of a `host:port` address as the ready line prints it, or null. */
+function portOf (address: unknown): number | null {
+  if (typeof address !== 'string') return null
+  const port = Number(address.slice(address.lastIndexOf(':') + 1))
+  return Number.isInteger(port) && port > 0 ? port : null
+}
+
+/** The listening ports a `sluice ready` line names: the embedded broker's (plain and TLS) and the admin endpoint's. */
+export function readyPorts (ready: any): DaemonRun['ports'] {
+  const broker = (ready?.ingest ?? []).find((i: any) => i?.name === 'broker')
+  return { broker: portOf(broker?.listen), tls: portOf(broker?.tls), admin: portOf(ready?.admin) }
+}
+
+/**
+ * Writes the ports a daemon got from port 0 into its config file (written by writeConfig), so a
+ * restart listens where the sensors already connect, as a gateway's fixed port does.
+ */
+export function pinPorts (configFile: string, run: Pick<DaemonRun, 'ports'>): void {
+  const config = JSON.parse(readFileSync(configFile, 'utf8'))
+  const { broker, admin } = run.ports
+  if (broker !== null) config.ingest.broker.listen = `127.0.0.1:${broker}`
+  if (admin !== null) config.admin = { ...config.admin, listen: `127.0.0.1:${admin}` }
+  writeFileSync(configFile, JSON.stringify(config, null, 2))
+}
+
+/** `mqtt://127.0.0.1:PORT` of a daemon's embedded broker (its plain listener), read from its ready line. */
+export function brokerUrl (run: Pick<DaemonRun, 'ports'>): string {
+  if (run.ports.broker === null) throw new Error('the daemon has no plain broker listener')
+  return `mqtt://127.0.0.1:${run.ports.broker}`
+}
+
+/** `http://127.0.0.1:PORT` of a daemon's admin endpoint, read from its ready line. */
+export function adminUrl (run: Pick<DaemonRun, 'ports'>): string {
+  if (run.ports.admin === null) throw new Error('the daemon has no admin endpoint')
+  return `http://127.0.0.1:${run.ports.admin}`
 }
