@@ -5,6 +5,7 @@
  * several readings (cbor-batch carries the sensors' bytes as they were) counts each of them.
  */
 import mqtt, { type MqttClient } from 'mqtt'
+import { CountWaiter } from './count-waiter.js'
 import { wallNow } from './ipc.js'
 
 /** A stamp, and the start of a reading: the sensors' payloads all begin with `{"sensor":`. */
@@ -18,8 +19,7 @@ export class Sink {
   firstAt = 0
   lastAt = 0
   readonly latencies: number[] = []
-  private target = Number.POSITIVE_INFINITY
-  private reached: (() => void) | null = null
+  private readonly waiter = new CountWaiter()
 
   private constructor (private readonly client: MqttClient, private readonly stamped: boolean) {
     client.on('message', (_topic, payload) => { this.arrived(payload) })
@@ -53,7 +53,7 @@ export class Sink {
     this.readings += count
     if (this.firstAt === 0) this.firstAt = now
     this.lastAt = now
-    if (this.readings >= this.target) this.reached?.()
+    this.waiter.counted(this.readings)
   }
 
   reset (): void {
@@ -66,17 +66,7 @@ export class Sink {
 
   /** Resolves with the wall-clock time of the arrival that brought the count to `n`. */
   async waitFor (n: number, timeoutMs: number): Promise<number> {
-    if (this.readings < n) {
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => {
-          this.reached = null
-          reject(new Error(`upstream: ${this.readings} of ${n} readings arrived within ${timeoutMs} ms`))
-        }, timeoutMs)
-        this.target = n
-        this.reached = () => { clearTimeout(timer); this.reached = null; resolve() }
-      })
-      this.target = Number.POSITIVE_INFINITY
-    }
+    await this.waiter.wait(() => this.readings, n, timeoutMs, 'readings')
     return this.lastAt
   }
 

@@ -6,6 +6,7 @@
 import { createServer, type AddressInfo, type Server } from 'node:net'
 import { Aedes } from 'aedes'
 import mqtt, { type MqttClient } from 'mqtt'
+import { CountWaiter } from './count-waiter.js'
 import { wallNow } from './ipc.js'
 import { UPSTREAM_FILTER } from './common.js'
 
@@ -18,8 +19,7 @@ export class Upstream {
   lastAt = 0
   /** the first message seen (to publish the same thing in a baseline) */
   sample: { topic: string, payload: Buffer } | null = null
-  private target = Number.POSITIVE_INFINITY
-  private reached: (() => void) | null = null
+  private readonly waiter = new CountWaiter()
 
   private constructor (
     private readonly aedes: Aedes,
@@ -31,7 +31,7 @@ export class Upstream {
       this.bytes += payload.length
       this.lastAt = wallNow()
       this.sample ??= { topic, payload: Buffer.from(payload) }
-      if (this.count >= this.target) this.reached?.()
+      this.waiter.counted(this.count)
     })
   }
 
@@ -62,17 +62,7 @@ export class Upstream {
 
   /** Resolves with the wall-clock time of the `n`th arrival since the last reset. */
   async waitForCount (n: number, timeoutMs: number): Promise<number> {
-    if (this.count < n) {
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => {
-          this.reached = null
-          reject(new Error(`upstream: ${this.count} of ${n} messages arrived within ${timeoutMs} ms`))
-        }, timeoutMs)
-        this.target = n
-        this.reached = () => { clearTimeout(timer); this.reached = null; resolve() }
-      })
-      this.target = Number.POSITIVE_INFINITY
-    }
+    await this.waiter.wait(() => this.count, n, timeoutMs, 'messages')
     return this.lastAt
   }
 
