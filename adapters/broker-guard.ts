@@ -3,8 +3,8 @@ import type { Aedes, AedesPublishPacket, Client, ConnectPacket } from 'aedes'
 import type { RefusalReason } from './contract.js'
 
 /**
- * The limits the embedded broker enforces on sensors' sockets before and around aedes (README
- * "Limits"). aedes 1.2 has no maximum packet size: a client that declares a huge Remaining Length
+ * The limits the embedded broker enforces on sensors' sockets before and around aedes
+ * (docs/sensors.md, "Limits at the embedded broker"). aedes 1.2 has no maximum packet size: a client that declares a huge Remaining Length
  * and withholds the body makes aedes buffer whatever arrives (aedes#1086). So every socket gets a
  * guard that reads the fixed header of each packet itself and closes the socket as soon as a
  * declared length is over the limit, before any of the body is buffered.

@@ -1,4 +1,4 @@
-/** Errors raised by the durable log. Codes are stable; the README's error table lists them. */
+/** Errors raised by the durable log. Codes are stable; the error table in docs/operations.md lists them. */
 export type BufferErrorCode =
   | 'SLUICE_BUFFER_LOCKED'
   | 'SLUICE_BUFFER_NOT_OPEN'

@@ -4,7 +4,7 @@ import type { UpstreamRejection } from '../adapters/contract.js'
 import type { BatchDecodeError } from '../adapters/formats/decode-batch.js'
 
 /**
- * The catalogue of sluice's error codes (the README's error table mirrors it). Parts raise
+ * The catalogue of sluice's error codes (the error table in docs/operations.md mirrors it). Parts raise
  * their own error classes (ConfigError in config/, BufferError in buffer/); the process maps
  * each code to an exit code here.
  */

@@ -492,7 +492,7 @@ export class Gateway {
   }
 
   /**
-   * Stops in the order that loses nothing (README, "Operating sluice on a gateway"): stop accepting, finish the commit in
+   * Stops in the order that loses nothing (README, "What sluice guarantees": SIGTERM): stop accepting, finish the commit in
    * progress, give in-flight upstream messages a moment, persist the cursor, close LevelDB.
    * Safe to call twice.
    */

@@ -20,7 +20,7 @@
 #      reading arrives upstream, in order).
 # It exits non-zero on any failure and ends with one line saying what passed. With --measure it
 # runs test/arm/measure.arm.ts instead of 4b and 4c: time to ready, RSS after start and with a
-# 100k-reading backlog (the README's figures).
+# 100k-reading backlog (the figures in docs/operations.md).
 set -euo pipefail
 
 say() { printf 'arm-check %s: %s\n' "${ARCH:-?}" "$*"; }

@@ -69,10 +69,10 @@ t.test('a missing config file, an unknown command and a bad option exit 2', asyn
   t.match(help.stdout, /sluice run -c FILE|run\s+-c FILE/)
 })
 
-t.test('the README error table lists every code of the catalogue with its exit code', async (t) => {
+t.test('the error table of docs/operations.md lists every code of the catalogue with its exit code', async (t) => {
   const { readFileSync } = await import('node:fs')
   const { errorCodes } = await import('../daemon/errors.js')
-  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8')
+  const readme = readFileSync(new URL('../docs/operations.md', import.meta.url), 'utf8')
   for (const [code, { exit }] of Object.entries(errorCodes)) {
     t.match(readme, new RegExp(`^\\| \`${code}\` \\| ${exit} \\|`, 'm'), `${code} is documented`)
   }

@@ -1,5 +1,5 @@
 /**
- * scripts/install.sh and scripts/uninstall.sh (README, "Operating sluice on a gateway"), run for real with `--root` into a temp
+ * scripts/install.sh and scripts/uninstall.sh (docs/operations.md), run for real with `--root` into a temp
  * dir: the files, owners and modes an operator gets, the config never overwritten, the buffer
  * kept unless --purge, and the installed package running with its production dependencies only.
  */

@@ -1,5 +1,5 @@
 /**
- * Running under systemd (README, "Operating sluice on a gateway"): the unit file as systemd's own tools judge it, and the built
+ * Running under systemd (docs/operations.md): the unit file as systemd's own tools judge it, and the built
  * daemon speaking the notification protocol to a stand-in for systemd (there is no running
  * systemd here: a datagram socket in NOTIFY_SOCKET is what a Type=notify service sees).
  */

@@ -1,6 +1,6 @@
 /**
  * `npm run powercut -- --cycles N --sync always|interval [--seed S]`: real power cuts of a virtual
- * machine running sluice, counted. See README "Power cuts" for what is measured and the figures.
+ * machine running sluice, counted. See docs/power-cuts.md for what is measured and the figures.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
