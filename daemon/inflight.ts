@@ -23,6 +23,8 @@ export interface InFlightMessage {
   acked: boolean
   /** the PUBACK reason code when the upstream refused it */
   rejected: number | null
+  /** the window's session it was published in: an answer from an earlier one is ignored */
+  readonly session: number
 }
 
 /** What an acknowledgement moved the cursor over. */
@@ -36,10 +38,14 @@ export interface Advance {
   drained: boolean
 }
 
-export type Published = Omit<InFlightMessage, 'acked' | 'rejected'>
+export type Published = Omit<InFlightMessage, 'acked' | 'rejected' | 'session'>
 
 export class InFlightWindow {
   private messages: InFlightMessage[] = []
+  /** bumped by clear(): messages of an earlier session are no longer held */
+  private session = 0
+  /** messages held and not acknowledged: kept as a count, asked for on every publish */
+  private _unacked = 0
   private _ackedPos: number
   private _sentPos: number
 
@@ -58,7 +64,7 @@ export class InFlightWindow {
   /** Messages held: the unanswered ones and those acknowledged behind them. */
   get size (): number { return this.messages.length }
   /** Messages published and not acknowledged (refused ones included). */
-  get unacked (): number { return this.messages.filter((m) => !m.acked).length }
+  get unacked (): number { return this._unacked }
   /** The last position of the newest message held, or null when none is. */
   get lastPos (): number | null { return this.messages.length === 0 ? null : this.messages[this.messages.length - 1].lastPos }
 
@@ -70,8 +76,19 @@ export class InFlightWindow {
 
   /** A message was published; `resent` when it carries nothing past what was published before. */
   sent (published: Published): { message: InFlightMessage, resent: boolean } {
-    const message: InFlightMessage = { ...published, acked: false, rejected: null }
+    const message: InFlightMessage = {
+      firstPos: published.firstPos,
+      lastPos: published.lastPos,
+      gap: published.gap,
+      readings: published.readings,
+      events: published.events,
+      sentAt: published.sentAt,
+      acked: false,
+      rejected: null,
+      session: this.session
+    }
     this.messages.push(message)
+    this._unacked++
     const resent = message.lastPos <= this._sentPos
     if (!resent) this._sentPos = message.lastPos
     return { message, resent }
@@ -79,15 +96,17 @@ export class InFlightWindow {
 
   /** The upstream acknowledged `message`; null when the cursor did not move (or it is from an old session). */
   acknowledge (message: InFlightMessage): Advance | null {
-    if (!this.messages.includes(message)) return null
+    // Held means: of this session and not yet acknowledged (an acknowledged one leaves with the prefix).
+    if (message.session !== this.session || message.acked) return null
     message.acked = true
     message.rejected = null
+    this._unacked--
     return this.advance()
   }
 
   /** The upstream refused `message` (MQTT 5 PUBACK reason >= 0x80). */
   refuse (message: InFlightMessage, reasonCode: number): void {
-    if (!this.messages.includes(message) || message.acked) return
+    if (message.session !== this.session || message.acked) return
     message.rejected = reasonCode
   }
 
@@ -95,13 +114,15 @@ export class InFlightWindow {
   passOver (firstPos: number, lastPos: number, at: number): Advance | null {
     if (lastPos <= this._ackedPos) return null
     if (lastPos > this._sentPos) this._sentPos = lastPos
-    this.messages.push({ firstPos, lastPos, gap: false, readings: 0, events: 0, sentAt: at, acked: true, rejected: null })
+    this.messages.push({ firstPos, lastPos, gap: false, readings: 0, events: 0, sentAt: at, acked: true, rejected: null, session: this.session })
     return this.advance()
   }
 
   /** A disconnect or a new session: forget what is in flight; sending resumes after the cursor. */
   clear (): void {
     this.messages = []
+    this._unacked = 0
+    this.session++
   }
 
   private advance (): Advance | null {
