@@ -16,7 +16,8 @@ import { connect as connectSocket, type Socket } from 'node:net'
 import mqttPacket from 'mqtt-packet'
 import { startMosquitto } from './helpers/mosquitto.js'
 import { startReceiver } from './helpers/receiver.js'
-import { orderProblems, readingArrivals, readingKey, startSensors } from './helpers/sensors.js'
+import { startSensors } from './helpers/sensors.js'
+import { checkDelivered } from './helpers/delivery.js'
 import { brokerUrl, runCli, startDaemon, writeConfig } from './helpers/daemon.js'
 import { mulberry32 } from '../scripts/random.js'
 
@@ -197,15 +198,8 @@ t.test(`fuzz the embedded broker for ${SECONDS} s while a good sensor publishes`
   t.match(status.stdout, /refused\s+.*too-large \d/)
 
   await sensor.stop()
-  const acked = new Set(sensor.acked)
-  await receiver.waitFor((msgs) => {
-    const seen = new Set(readingArrivals(msgs).map((a) => readingKey(a.sensor, a.n)))
-    for (const k of acked) if (!seen.has(k)) return false
-    return true
-  }, 60_000, `all ${acked.size} PUBACKed readings upstream`)
-  const arrivals = readingArrivals(receiver.messages)
-  t.pass(`all ${acked.size} PUBACKed readings arrived`)
-  t.same(orderProblems(arrivals).problems, [], 'in seq order')
+  // Only the good sensor's topic is taken, yet a fuzzed packet may be a valid publish there: no gap check.
+  await checkDelivered(t, receiver, sensor.acked, { gapless: false })
   t.notMatch(upstream.logText(), /are being dropped/, 'the test broker dropped nothing')
   await daemon.kill('SIGTERM')
 })
