@@ -4,13 +4,18 @@
  * encodings; the rest of the log asks it for the values it read and for the batch operations that
  * change them.
  *
- * | record   | value (CBOR)                              | written                                        |
- * | -------- | ----------------------------------------- | ---------------------------------------------- |
- * | `epochs` | the epoch spans still needed (EpochSpan[]) | with every meta write but a commit's or an ack's |
- * | `last`   | the highest seq written                   | with every group commit                        |
- * | `ack`    | the ack cursor (a position)               | with every ack write                           |
- * | `state`  | the boot id and whether the log is open   | at open and every sync (open), at a clean close |
- * | `clock`  | the TTL clock (clock.ts)                  | at open, every few seconds, at close           |
+ * Each is one CBOR value:
+ *
+ * - `epochs`: the epochs that unacknowledged entries belong to (EpochSpan[]); written at open,
+ *   with every sync, clock save and clean close, and when one is pruned (epochsOp says why);
+ * - `last`: the highest seq written; with every group commit;
+ * - `ack`: the ack cursor, a position; with every ack write, and at open when a new epoch moves
+ *   it back;
+ * - `state`: the boot id and whether the log is open (RunState); at open and with every sync
+ *   (open), at a clean close (not open);
+ * - `clock`: the TTL clock (clock.ts); at open, every few seconds, at close.
+ *
+ * After a repair every record is written again as the running log knows it (restoreOps).
  *
  * Keys are `m` then the record's name; log entries start with `l` (keys.ts), so the two never
  * interleave in LevelDB's order.

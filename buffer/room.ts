@@ -6,7 +6,7 @@
  */
 import { BufferError } from './errors.js'
 import { LOG_END, logKey } from './keys.js'
-import { PER_OP_OVERHEAD, dropAllowance } from './bounds.js'
+import { PER_OP_OVERHEAD, type Shortage, dropAllowance } from './bounds.js'
 import type { PendingCommit } from './pending.js'
 import { type RoomDecision, decideRoom, decideUpkeep } from './space.js'
 import { dropRun } from './dropping.js'
@@ -161,7 +161,7 @@ export class Room {
     await this.state.usage.sample()
   }
 
-  private hold (shortage: 'full' | 'disk-low'): void {
+  private hold (shortage: Shortage): void {
     if (this.state.health.reason === shortage) return
     const { maxBytes, minFreeDisk } = this.state.bounds
     this.state.setHealth({
