@@ -7,7 +7,7 @@
  * gateway's lifetime (a million readings a second for 35 years).
  *
  * Keys are one prefix byte then the position as 8 big-endian bytes, so LevelDB's byte order is
- * the log's order and meta keys never interleave with entries.
+ * the log's order and the meta records (meta.ts) never interleave with entries.
  */
 export const SLOTS = 4
 export const enum Slot {
@@ -18,8 +18,7 @@ export const enum Slot {
   Reading = 3
 }
 
-const LOG_PREFIX = 0x6c // 'l'
-const META_PREFIX = 0x6d // 'm'
+const LOG_PREFIX = 0x6c // 'l' (meta records start with 'm': meta.ts)
 
 export function position (seq: number, slot: Slot): number {
   return seq * SLOTS + slot
@@ -52,10 +51,3 @@ export function slotOf (pos: number): number {
 
 /** The key just past every log entry: the exclusive upper bound of a log scan. */
 export const LOG_END = Buffer.from([LOG_PREFIX + 1])
-
-/** The log's own keys beside its entries: one value each, read at open. */
-export type MetaName = 'epochs' | 'last' | 'ack' | 'state' | 'clock'
-
-export function metaKey (name: MetaName): Buffer {
-  return Buffer.concat([Buffer.from([META_PREFIX]), Buffer.from(name, 'latin1')])
-}

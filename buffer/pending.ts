@@ -1,5 +1,6 @@
-import { Slot, logKey, metaKey, position } from './keys.js'
-import { type GapData, encodeGap, encodeMeta } from './codec.js'
+import { Slot, logKey, position } from './keys.js'
+import { type GapData, encodeGap } from './codec.js'
+import { lastSeqOp } from './meta.js'
 import { PER_OP_OVERHEAD } from './bounds.js'
 
 type Item =
@@ -108,7 +109,7 @@ export class PendingCommit {
         ops.push({ type: 'put', key: logKey(position(item.gap.from, Slot.Gap)), value: encodeGap(now, item.gap) })
       }
     }
-    ops.push({ type: 'put', key: metaKey('last'), value: encodeMeta(this.lastSeq) })
+    ops.push(lastSeqOp(this.lastSeq))
     return ops
   }
 

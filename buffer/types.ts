@@ -92,29 +92,7 @@ export interface AppendResult {
   dropped: boolean
 }
 
-/**
- * The durable, append-only log of readings: sluice's buffer.
- *
- * - `append` gives a reading its seq at once (in call order) and resolves when the group commit
- *   that holds it is written: every append made while a commit is in flight joins the next one,
- *   so many readings from many clients share one LevelDB write.
- * - `read(after)` returns committed entries past a position, in order; nothing unwritten is read.
- * - `ack(upTo)` removes entries up to a position and persists that cursor.
- * - Opening reads a handful of meta keys and never scans the backlog.
- *
- * Bounds. Before a commit is written the log checks that it fits under
- * `buffer.maxBytes` and above `buffer.minFreeDisk` (bounds.ts measures the size the way the disk
- * sees it). When it does not, space acknowledged upstream is compacted back first; then the
- * overflow policy decides: `block` holds the commit (and with it the sensors' PUBACKs) until acks
- * free space; `drop-newest` writes the part of the commit that fits and a gap for the rest;
- * `drop-oldest` drops the oldest readings the forwarder has not read yet. Readings older than
- * the TTL are dropped the same way. A drop deletes the readings and writes a gap entry in their
- * place in one atomic batch, so delivered + announced = assigned holds across crashes too.
- *
- * A commit whose write fails (a full disk, an I/O error) is retried, the same batch with the same
- * seqs, until it succeeds, reopening LevelDB between attempts (LevelDB refuses every write after
- * a failed background flush until reopened). Meanwhile the log says it is not accepting.
- */
+/** One group commit, as the `commit` event reports it (metrics). */
 export interface CommitInfo {
   /** readings in the group commit */
   readings: number

@@ -29,7 +29,7 @@ if (process.env.SLUICE_MODEL_TRACE !== undefined) {
   const { directoryBytes } = await import('../../dist/buffer/bounds.js')
   setInterval(async () => {
     const real = await directoryBytes(opts.path)
-    if (real > opts.bounds.maxBytes * 0.8) process.stderr.write(`  [child] est ${log.space.usage.bytes} (sampled ${log.space.usage.sampledBytes} + ${log.space.usage.writtenSince}) real ${real} health ${log.health.reason}\n`)
+    if (real > opts.bounds.maxBytes * 0.8) process.stderr.write(`  [child] est ${log.state.usage.bytes} (sampled ${log.state.usage.sampledBytes} + ${log.state.usage.writtenSince}) real ${real} health ${log.health.reason}\n`)
   }, 3).unref()
 }
 
@@ -48,7 +48,7 @@ function state () {
     ackPos: log.ackPos,
     health: log.health,
     dropped: log.dropped,
-    readHigh: log.readHigh,
+    readHigh: log.state.readHigh,
     epoch: log.epoch
   }
 }
@@ -72,7 +72,7 @@ async function handle (m) {
       return {}
     case 'expire': {
       offset += m.advanceMs
-      const cutoff = log.ttlClock.now() - opts.bounds.ttlMs
+      const cutoff = log.state.ttlClock.now() - opts.bounds.ttlMs
       // Readings held back by a full buffer are written later, stamped with the time they were
       // accepted: the next expiry takes them.
       const committed = log.lastCommittedSeq
@@ -85,7 +85,7 @@ async function handle (m) {
       // Commits may land while the scan runs: the state before and after bracket what it sees.
       const before = state()
       const entries = []
-      for await (const [key, value] of log.db.iterator({ gt: logKey(log.ackPos), lt: LOG_END })) {
+      for await (const [key, value] of log.state.db.iterator({ gt: logKey(log.ackPos), lt: LOG_END })) {
         const pos = positionOf(key)
         const seq = seqOf(pos)
         entries.push(describe(decodeEntry(pos, seq, log.epochOf(seq), value)))
@@ -96,7 +96,7 @@ async function handle (m) {
       return { state: state() }
     case 'close': {
       const timer = process.env.SLUICE_MODEL_TRACE === undefined ? null : setInterval(() => {
-        process.stderr.write(`closing: writing ${log.writing !== null} queue ${log.queue.length} acking ${log.acking !== null} maintaining ${log.maintaining !== null} gate ${log.gate.active} ${log.gate.exclusiveHeld !== null} db ${log.db.status}\n`)
+        process.stderr.write(`closing: writing ${log.commits.writing !== null} queue ${log.commits.queue.length} acking ${log.acks.acking !== null} maintaining ${log.maintenance.running !== null} gate ${log.state.gate.active} ${log.state.gate.exclusiveHeld !== null} db ${log.state.db.status}\n`)
       }, 1000)
       await log.close()
       if (timer !== null) clearInterval(timer)
