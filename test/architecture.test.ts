@@ -60,3 +60,61 @@ t.test('the check sees a forbidden import', async (t) => {
   const parts = await importedParts('daemon/gateway.ts')
   t.ok(parts.includes('buffer') && parts.includes('adapters'), 'it finds cross-folder imports')
 })
+
+/** The daemon/ files a daemon/ file imports (type imports and dynamic imports included). */
+async function daemonImports (file: string): Promise<string[]> {
+  const text = await readFile(join(root, file), 'utf8')
+  const out: string[] = []
+  for (const match of text.matchAll(/(?:^|\n)\s*(?:import|export)\b[^'"]*?from\s+'(\.[^']+)'|import\(\s*'(\.[^']+)'\s*\)/g)) {
+    const spec = match[1] ?? match[2]
+    if (spec === undefined) continue
+    const target = relative(root, resolve(root, dirname(file), spec)).replace(/\.js$/, '.ts')
+    if (target.startsWith('daemon/')) out.push(target)
+  }
+  return out
+}
+
+/**
+ * The cycles a depth-first walk of an import graph meets (at least one whenever the graph has
+ * any), each once, as the files around it with the first repeated at the end.
+ */
+function cycles (graph: ReadonlyMap<string, readonly string[]>): string[][] {
+  const found = new Map<string, string[]>()
+  const path: string[] = []
+  const onPath = new Set<string>()
+  const done = new Set<string>()
+  const visit = (file: string): void => {
+    if (onPath.has(file)) {
+      const cycle = path.slice(path.indexOf(file))
+      // One cycle, whichever file the walk entered it by: keyed by its files in order from the smallest.
+      const start = cycle.indexOf([...cycle].sort()[0] ?? file)
+      const turned = [...cycle.slice(start), ...cycle.slice(0, start)]
+      found.set(turned.join(' -> '), [...turned, turned[0] ?? file])
+      return
+    }
+    if (done.has(file)) return
+    path.push(file)
+    onPath.add(file)
+    for (const next of graph.get(file) ?? []) visit(next)
+    path.pop()
+    onPath.delete(file)
+    done.add(file)
+  }
+  for (const file of graph.keys()) visit(file)
+  return [...found.values()]
+}
+
+t.test('nothing in daemon/ imports in a circle, type imports included', async (t) => {
+  const graph = new Map<string, string[]>()
+  for (const file of await sources('daemon')) graph.set(file, await daemonImports(file))
+  t.ok(graph.size > 15, `read the daemon's files (${graph.size})`)
+  for (const cycle of cycles(graph)) t.fail(`import cycle: ${cycle.join(' -> ')}`)
+})
+
+t.test('the cycle check sees a cycle', async (t) => {
+  const graph = new Map([
+    ['a.ts', ['b.ts']], ['b.ts', ['c.ts', 'd.ts']], ['c.ts', ['a.ts']], ['d.ts', []], ['e.ts', ['e.ts']]
+  ])
+  t.strictSame(cycles(graph), [['a.ts', 'b.ts', 'c.ts', 'a.ts'], ['e.ts', 'e.ts']])
+  t.strictSame(cycles(new Map([['a.ts', ['b.ts']], ['b.ts', []]])), [], 'none in a tree')
+})
