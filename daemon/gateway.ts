@@ -1,37 +1,29 @@
 import type { Logger } from 'pino'
-import { ConfigError, formatListen, type SluiceConfig } from '../config/index.js'
-import type { DurableLog } from '../buffer/index.js'
-import type { IngestAdapter, ReadingSink, UpstreamFormat } from '../adapters/contract.js'
-import { BrokerAdapter } from '../adapters/broker.js'
-import type { BrokerLimits } from '../adapters/broker-guard.js'
-// -- subscribe adapter
 import { join } from 'node:path'
+import type { SluiceConfig } from '../config/index.js'
+import type { DurableLog } from '../buffer/index.js'
+import type { DeadLetter, DeadLetterStore } from '../buffer/dead-letters.js'
+import type { IngestAdapter, ReadingSink } from '../adapters/contract.js'
+import { BrokerAdapter } from '../adapters/broker.js'
+import type { AccessPolicyInput } from '../adapters/broker-auth.js'
+import type { BrokerLimits } from '../adapters/broker-guard.js'
+import { TlsFilesError, type BrokerTlsOptions, type TlsMaterial } from '../adapters/broker-tls.js'
 import { SubscribeAdapter } from '../adapters/subscribe.js'
 import { deliveryFileName, fileDeliveryStore } from '../adapters/subscribe-deliveries.js'
-import { MqttUpstream } from '../adapters/upstream-mqtt.js'
-import { cloudEventsJson } from '../adapters/formats/cloudevents-json.js'
-import { Forwarder } from './forwarder.js'
-// -- upstream: formats, TLS, dead letters
-import { cloudEventsBinary } from '../adapters/formats/cloudevents-binary.js'
-import { cborBatch } from '../adapters/formats/cbor-batch.js'
-import type { UpstreamTls } from '../adapters/upstream-mqtt.js'
-import type { DeadLetter, DeadLetterStore } from '../buffer/dead-letters.js'
-import { loadUpstreamTls } from './upstream-tls.js'
-import { loadBrokerUsers } from './broker-users.js'
-import type { AccessPolicyInput } from '../adapters/broker-auth.js'
-import { readBootId } from './boot.js'
-// -- observability: the view, admin endpoint, metrics, health readings, buffer events
 import { SystemAdapter, type DiskSpace } from '../adapters/system.js'
+import { MqttUpstream, type UpstreamTls } from '../adapters/upstream-mqtt.js'
 import { AdminEndpoint } from './admin-endpoint.js'
-import { GatewayMetrics } from './metrics.js'
-import { GatewayReadout } from './readout.js'
-import { backlogOf } from './status.js'
-import type { GatewayStats, GatewayStatus, GatewayView, IngestReadout } from './view.js'
-import { openBuffer } from './open-buffer.js'
-// -- broker TLS
-import { TlsFilesError, type BrokerTlsOptions, type TlsMaterial } from '../adapters/broker-tls.js'
-import { loadBrokerTls } from './broker-tls.js'
+import { readBootId } from './boot.js'
+import { loadBrokerUsers } from './broker-users.js'
 import { ShutdownError } from './errors.js'
+import { Forwarder } from './forwarder.js'
+import { GatewayMetrics } from './metrics.js'
+import { openBuffer } from './open-buffer.js'
+import { GatewayReadout } from './readout.js'
+import { readStartupFiles, warnAboutAccess } from './startup-files.js'
+import { backlogOf } from './status.js'
+import { upstreamFormat } from './upstream-format.js'
+import type { GatewayStats, GatewayStatus, GatewayView, IngestReadout } from './view.js'
 
 export type { GatewayStats, GatewayStatus } from './view.js'
 
@@ -192,16 +184,9 @@ export class Gateway implements GatewayView {
   static async start (context: GatewayContext): Promise<Gateway> {
     const { config, logger } = context
     const bootId = context.bootId ?? await readBootId()
-    // Read before the buffer opens: a bad certificate path is a config error, nothing to clean up.
-    // Both sets of TLS files are checked, so that every bad one is reported at once.
-    const [upstreamFiles, brokerFiles] = await Promise.allSettled([loadUpstreamTls(config.upstream), loadBrokerTls(config.ingest.broker)])
-    if (upstreamFiles.status === 'rejected' || brokerFiles.status === 'rejected') throw oneError([upstreamFiles, brokerFiles])
-    const tls = upstreamFiles.value
-    const brokerTls = brokerFiles.value
-    const brokerAccess = await loadBrokerUsers(config.ingest.broker)
-    if (config.ingest.broker.enabled) warnAboutAccess(logger, config.ingest.broker, brokerAccess)
+    const { upstreamTls, brokerTls, brokerAccess } = await readStartupFiles(config, logger)
     const { log, deadLetters } = await openBuffer({ config, logger, bootId, clock: context.clock, beforeCommit: context.beforeCommit, beforeAck: context.beforeAck })
-    const gateway = new Gateway(context, log, { tls, deadLetters }, brokerAccess, brokerTls)
+    const gateway = new Gateway(context, log, { tls: upstreamTls, deadLetters }, brokerAccess, brokerTls)
     try {
       gateway.forwarder.start()
       gateway.upstream.start()
@@ -346,43 +331,10 @@ export class Gateway implements GatewayView {
   }
 }
 
-/** Says what an operator may not expect of the broker's access rules. */
-function warnAboutAccess (logger: Logger, broker: SluiceConfig['ingest']['broker'], access: AccessPolicyInput): void {
-  if (broker.allowAnonymous) {
-    const listeners = [broker.listen, broker.tls?.listen].flatMap((address) => address == null ? [] : [formatListen(address)])
-    logger.warn({ listen: listeners }, 'ingest.broker.allowAnonymous is true: clients without a user name are accepted from any address')
-  }
-  const noHash = access.users.filter((user) => user.passwordHash === undefined).map((user) => user.username)
-  if (noHash.length > 0) {
-    logger.warn({ users: noHash }, 'broker users without a password hash (neither passwordHash nor a passwordFile line) can only connect with a client certificate')
-  }
-}
-
-/** The failures of settled promises as one error: config errors merged into one, else the first. */
-function oneError (results: ReadonlyArray<PromiseSettledResult<unknown>>): unknown {
-  const failures = results.flatMap((r) => r.status === 'rejected' ? [r.reason as unknown] : [])
-  if (failures.every((e) => e instanceof ConfigError)) return new ConfigError(failures.flatMap((e) => e.errors))
-  return failures[0]
-}
-
 /** What the upstream half is given besides the config: read or opened before the gateway is built. */
 interface UpstreamParts {
   tls: UpstreamTls | undefined
   deadLetters: DeadLetterStore
-}
-
-function upstreamFormat (config: SluiceConfig): UpstreamFormat {
-  const templates = { gateway: config.gateway.id, topic: config.upstream.topic, eventsTopic: config.upstream.eventsTopic }
-  switch (config.upstream.format) {
-    case 'cloudevents-json':
-      return cloudEventsJson(templates)
-    case 'cloudevents-binary':
-      return cloudEventsBinary(templates)
-    case 'cbor-batch': {
-      const { maxRecords, maxBytes, maxDelay } = config.upstream.batch
-      return cborBatch(templates, { maxRecords, maxBytes, maxDelayMs: maxDelay })
-    }
-  }
 }
 
 /** The embedded broker's limits, from its config section. */
