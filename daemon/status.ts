@@ -78,9 +78,10 @@ export interface StatusReport {
 /** The backlog as the report and the health readings show it: one seek for its oldest reading. */
 export async function backlogOf (view: GatewayView): Promise<StatusReport['buffer']['backlog']> {
   const oldest = await view.oldestUnsentTime().catch(() => null)
+  const stats = view.stats()
   return {
-    readings: view.stats().backlog,
-    bytes: view.stats().buffer.bytes,
+    readings: stats.backlog,
+    bytes: stats.buffer.bytes,
     oldestUnsentAgeSeconds: oldest === null ? null : Math.max(0, (view.now() - oldest) / 1000)
   }
 }
