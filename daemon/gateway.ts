@@ -227,10 +227,10 @@ export class Gateway implements GatewayView {
     return this.ingest().map((a) => ({ name: a.name, ...a.info }))
   }
 
-  // ---------------------------------------------------------------- what SIGHUP applies live
-
   /** Where the admin endpoint listens, or null when it does not. */
   adminAddress (): { host: string, port: number } | null { return this.admin.address() }
+
+  // ---------------------------------------------------------------- what SIGHUP applies live
 
   /** admin.enabled / admin.listen changed (SIGHUP): serve on the new address, or stop serving. */
   async setAdmin (admin: { enabled: boolean, listen: { host: string, port: number } }): Promise<void> {
