@@ -132,6 +132,12 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
     return await (this.tls?.reload(files) ?? Promise.resolve(null))
   }
 
+  /**
+   * Sensors can connect from start to close; before and after, the gateway's own lifecycle is
+   * what readiness reports.
+   */
+  get listening (): boolean { return true }
+
   describe (): Record<string, unknown> {
     const show = (a: { host: string, port: number }): string => a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`
     const tls = this.tls === null ? {} : { tls: show(this.tls.address()), certificate: this.tls.certificate }

@@ -65,6 +65,13 @@ export interface IngestAdapter extends EventEmitter<IngestAdapterEvents> {
   close: () => Promise<void>
   /** what the adapter listens on or reads from, for logs and status */
   describe: () => Record<string, unknown>
+  /**
+   * For readiness (/readyz): whether readings can come in through this adapter now (false: a
+   * subscription whose local broker is out of reach), or null for an adapter that is no way in
+   * for sensors (the gateway's own health readings). The gateway is not ready when no adapter
+   * says true.
+   */
+  readonly listening: boolean | null
 }
 
 /** One MQTT message to publish upstream. */

@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util'
 import type { Logger } from 'pino'
 import { ConfigError, loadConfig, redactConfig } from '../config/index.js'
-import { Gateway } from './gateway.js'
+import type { Gateway } from './gateway.js'
 import { createLogger } from './logger.js'
 import { createNotifier } from './notify.js'
 import { Reloader } from './reload.js'
@@ -63,7 +63,7 @@ export async function main (argv: string[], proc: ProcessLike): Promise<number> 
       case 'check':
         return await check(configPath, proc)
       case 'status': {
-        const { statusCommand } = await import('./status.js')
+        const { statusCommand } = await import('./status-command.js')
         return await statusCommand({ admin: values.admin, config: values.config, defaultConfig: DEFAULT_CONFIG, out: proc.stdout, err: proc.stderr })
       }
       case 'hash-password': {
@@ -134,6 +134,9 @@ async function run (configPath: string, proc: ProcessLike): Promise<number> {
   }
   let gateway: Gateway
   try {
+    // Loaded here, not at the top: the other commands (`sluice status` above all) need none of
+    // the daemon's parts, its Prometheus client among them.
+    const { Gateway } = await import('./gateway.js')
     gateway = await Gateway.start({ config, logger })
   } catch (err) {
     removeHandlers()

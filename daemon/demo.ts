@@ -7,7 +7,8 @@ import { setInterval as every, setTimeout as sleep } from 'node:timers/promises'
 import { Aedes } from 'aedes'
 import mqtt, { type MqttClient } from 'mqtt'
 import { validateConfig } from '../config/index.js'
-import { Gateway, type GatewayStats } from './gateway.js'
+import { Gateway } from './gateway.js'
+import type { GatewayStats } from './view.js'
 import { createLogger } from './logger.js'
 
 const DEFAULTS = {

@@ -1,11 +1,14 @@
 import type { Logger } from 'pino'
 import { type LogEntry, readingSeqAtOrBefore } from '../buffer/index.js'
-import type { DeadLetter, DeadLetterReason, PendingRange } from '../buffer/dead-letters.js'
+import type { DeadLetter, PendingRange } from '../buffer/dead-letters.js'
 import { type UpstreamAdapter, type UpstreamFormat, type UpstreamMessage, UpstreamRejection } from '../adapters/contract.js'
 import { type Entry, isSetAsideGap, nextMessage } from './next-message.js'
 import { TokenBucket } from './rate-limit.js'
 import { type Advance, type InFlightMessage, InFlightWindow } from './inflight.js'
-import { SetAsidePolicy } from './set-aside.js'
+import { SetAsidePolicy, type SetAsideRequest, setAsideReadings } from './set-aside.js'
+import { type ForwarderTimers, WakeTimer } from './wake-timer.js'
+
+export type { ForwarderTimers } from './wake-timer.js'
 
 /** What the forwarder needs of the buffer. */
 export interface ForwarderLog {
@@ -45,21 +48,6 @@ export interface ForwarderOptions {
   timers?: ForwarderTimers
 }
 
-/** Schedules and cancels the forwarder's wake-up. */
-export interface ForwarderTimers {
-  set: (callback: () => void, ms: number) => unknown
-  clear: (handle: unknown) => void
-}
-
-/**
- * Node's timers, unref'd: the wake-up (a batch's linger, the rate cap, a retry's backoff) never
- * keeps the process alive by itself; the upstream connection does while there is work.
- */
-const nodeTimers: ForwarderTimers = {
-  set: (callback, ms) => setTimeout(callback, ms).unref(),
-  clear: (handle) => { clearTimeout(handle as NodeJS.Timeout) }
-}
-
 export interface ForwarderStats {
   /** readings the upstream has acknowledged */
   forwarded: number
@@ -75,16 +63,6 @@ export interface ForwarderStats {
   setAside: number
   /** disconnects that came while the oldest message in flight was a suspect (poison-pill strikes) */
   strikes: number
-}
-
-interface SetAsideRequest {
-  firstPos: number
-  lastPos: number
-  /** the message is a gap event standing for readings already set aside */
-  gap: boolean
-  reason: DeadLetterReason
-  reasonCode: number | null
-  attempts: number
 }
 
 /** Disconnects in a row, within STRIKE_WINDOW_MS of sending, that make a message a poison pill. */
@@ -115,7 +93,7 @@ export class Forwarder {
   private readonly readChunk: number
   private readonly now: () => number
   private readonly clock: () => number
-  private readonly timers: ForwarderTimers
+  private readonly timer: WakeTimer
   private readonly bucket: TokenBucket
   private readonly policy: SetAsidePolicy
   /** bumped on every (re)connect; replies from an older connection are ignored */
@@ -135,8 +113,6 @@ export class Forwarder {
   private setAsideRequest: SetAsideRequest | null = null
   /** the batch waiting for more entries: its first position and since when */
   private linger: { pos: number, since: number } | null = null
-  private timer: unknown = null
-  private timerAt = Number.POSITIVE_INFINITY
   private pumping: Promise<void> | null = null
   private wakeAgain = false
   private stopping = false
@@ -149,7 +125,7 @@ export class Forwarder {
     this.options = options
     this.now = options.now ?? (() => performance.now())
     this.clock = options.clock ?? Date.now
-    this.timers = options.timers ?? nodeTimers
+    this.timer = new WakeTimer(() => { this.pump() }, this.now, options.timers)
     this.bucket = new TokenBucket(options.maxMessagesPerSecond, this.now)
     this.policy = new SetAsidePolicy({ rejectRetries: options.rejectRetries, strikes: POISON_STRIKES, strikeWindowMs: STRIKE_WINDOW_MS })
     this.window = new InFlightWindow(options.log.ackPos)
@@ -224,15 +200,7 @@ export class Forwarder {
   private wakeIn (ms: number): void {
     // A pump that was running when stop() began must not leave a timer behind it.
     if (this.stopping) return
-    const at = this.now() + ms
-    if (this.timer !== null && this.timerAt <= at) return
-    if (this.timer !== null) this.timers.clear(this.timer)
-    this.timerAt = at
-    this.timer = this.timers.set(() => {
-      this.timer = null
-      this.timerAt = Number.POSITIVE_INFINITY
-      this.pump()
-    }, Math.max(1, Math.ceil(ms)))
+    this.timer.in(ms)
   }
 
   private windowLimit (): number {
@@ -380,48 +348,21 @@ export class Forwarder {
   }
 
   /**
-   * Sets a message's readings aside: into the dead-letter store, so that a gap event goes in their
-   * place. A message without readings of its own (an event, or the gap event standing for readings
-   * already set aside) is passed over.
+   * Sets a message's readings aside (daemon/set-aside.ts): they are still the next entries to
+   * send, and nextMessage() now finds them set aside and makes the gap event. A message without
+   * readings of its own is passed over.
    */
   private async setAside (request: SetAsideRequest): Promise<void> {
     const { log, deadLetters, logger } = this.options
-    const readings: Array<Extract<LogEntry, { kind: 'reading' }>> = []
-    if (!request.gap) {
-      let after = request.firstPos - 1
-      while (after < request.lastPos) {
-        const chunk = await log.read(after, this.readChunk)
-        if (chunk.length === 0) break
-        for (const e of chunk) if (e.pos <= request.lastPos && e.kind === 'reading') readings.push(e)
-        after = chunk[chunk.length - 1].pos
-      }
-    }
-    if (readings.length === 0) {
-      logger.error({ firstPos: request.firstPos, lastPos: request.lastPos, reason: request.reason, reasonCode: request.reasonCode },
-        'the upstream will not take an event: passed over')
-      this.skip(request)
-    } else {
-      const at = this.clock()
-      const from = readings[0].seq
-      const to = readings[readings.length - 1].seq
-      await deadLetters.add(readings.map((r) => ({
-        seq: r.seq,
-        epoch: r.epoch,
-        time: r.time,
-        topic: r.topic,
-        payload: r.payload,
-        at,
-        reason: request.reason,
-        reasonCode: request.reasonCode,
-        attempts: request.attempts,
-        from,
-        to
-      })))
-      this.stats.setAside += readings.length
-      logger.warn({ from, to, reason: request.reason, reasonCode: request.reasonCode, attempts: request.attempts },
-        'readings set aside as dead letters; a gap event announces them')
-      // They are still the next entries to send: nextMessage() now finds them set aside and makes the gap event.
-    }
+    const readings = await setAsideReadings(request, {
+      read: async (after, limit) => await log.read(after, limit),
+      add: async (letters) => { await deadLetters.add(letters) },
+      clock: this.clock,
+      chunk: this.readChunk,
+      logger
+    })
+    if (readings === 0) this.skip(request)
+    else this.stats.setAside += readings
     if (this.setAsideRequest === request) this.setAsideRequest = null
   }
 
@@ -452,8 +393,7 @@ export class Forwarder {
     log.off('committed', this.wake)
     // The pump in progress may set the wake-up timer again before it ends: clear it after.
     await this.pumping
-    if (this.timer !== null) this.timers.clear(this.timer)
-    this.timer = null
+    this.timer.clear()
     if (this.window.unacked > 0 && upstream.connected) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(finish, graceMs)

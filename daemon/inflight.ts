@@ -6,8 +6,7 @@
  * Messages are named by the buffer positions they carry (`firstPos`..`lastPos`). Acknowledgements
  * may come in any order; the cursor only moves over a contiguous acknowledged prefix, so after a
  * disconnect the forwarder resends from the first unacknowledged position: a receiver sees at
- * most a resent suffix, never a reading out of order (README: Guarantees, "In order, at least
- * once").
+ * most a resent suffix, never a reading out of order (guarantees §3).
  */
 
 /** One message published upstream in the current session. */

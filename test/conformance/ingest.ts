@@ -139,6 +139,13 @@ export function ingestConformance (t: Test, harness: IngestHarness): void {
     plain('after close')
   })
 
+  t.test('listening: true once started for a way in for sensors, null for an adapter that takes its own readings', async (t) => {
+    const { subject } = await setUp(t, harness)
+    await subject.adapter.start()
+    // Readiness (/readyz) counts the adapters that say true; null ones have no say.
+    t.equal(subject.adapter.listening, subject.source.kind === 'sensors' ? true : null, 'while running')
+  })
+
   t.test('start() resolves; readings then reach sink.append with topic, bytes unchanged and an ingest time', async (t) => {
     const { sink, subject } = await setUp(t, harness)
     const before = Date.now()
