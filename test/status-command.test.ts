@@ -4,11 +4,10 @@
  * spawned CLI records every module it loads.
  */
 import t from 'tap'
-import { spawn } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { BIN } from './helpers/daemon.js'
+import { BIN, runNode } from './helpers/daemon.js'
 import { startGateway } from './helpers/gateway.js'
 import { startMosquitto } from './helpers/mosquitto.js'
 
@@ -26,16 +25,6 @@ function recordingHook (dir: string, record: string): string {
   const register = join(dir, 'register.mjs')
   writeFileSync(register, "import { register } from 'node:module'\nregister('./hooks.mjs', import.meta.url)\n")
   return register
-}
-
-async function runNode (args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
-  child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve))
-  return { code, stdout, stderr }
 }
 
 const loaded = (record: string): string[] => readFileSync(record, 'utf8').split('\n').filter((l) => l !== '')

@@ -36,7 +36,12 @@ export function writeConfig (dir: string, config: unknown, name = 'sluice.yaml')
 
 /** Runs `sluice <args>` to completion (for check, bad configs...). */
 export async function runCli (args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  return await runNode([BIN, ...args], env)
+}
+
+/** Runs this Node.js with `args` to completion; its exit code and what it printed. */
+export async function runNode (args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null, stdout: string, stderr: string }> {
+  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''
   child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
