@@ -18,7 +18,8 @@ import { join } from 'node:path'
 import type { Worker } from './ipc.js'
 import type { RunResult } from './load.js'
 import type { ProcMemory } from './daemon.js'
-import { UPSTREAM_PREFIX, closedPort, type MemorySample } from './common.js'
+import { UPSTREAM_PREFIX, type MemorySample } from './common.js'
+import { freePort } from '../ports.js'
 import { makeRow, progress, scoped, type Row, type ScenarioResult, type Sizes } from './runner.js'
 import { slope } from './stats.js'
 
@@ -115,7 +116,7 @@ function result (system: System, repeat: number, sent: Sent, stopMs?: number): B
 async function runSluice (repeat: number, sizes: Sizes): Promise<BacklogRun> {
   return await scoped(async (scope) => {
     const dir = await scope.dir('backlog')
-    const config = await writeDaemonConfig(dir, `mqtt://127.0.0.1:${await closedPort()}`, sizes)
+    const config = await writeDaemonConfig(dir, `mqtt://127.0.0.1:${await freePort()}`, sizes)
     const daemon = await scope.daemon(config, READY_TIMEOUT_MS)
     const load = await scope.load()
     const sent = await sendBacklog(load, daemon.brokerPort, sizes, async () => await daemon.memory())
@@ -126,7 +127,7 @@ async function runSluice (repeat: number, sizes: Sizes): Promise<BacklogRun> {
 
 async function runBaseline (repeat: number, sizes: Sizes): Promise<BacklogRun> {
   return await scoped(async (scope) => {
-    const downUrl = `mqtt://127.0.0.1:${await closedPort()}`
+    const downUrl = `mqtt://127.0.0.1:${await freePort()}`
     const host = await scope.host()
     const load = await scope.load()
     const { port } = await host.call<{ port: number }>('startBare', { forwardTo: downUrl, topicPrefix: UPSTREAM_PREFIX, waitUpstream: false })

@@ -1,5 +1,4 @@
 /** What the bench's processes share: the readings sensors send, setups, small helpers. */
-import { createServer } from 'node:net'
 import { mkdtemp, rm, cp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -65,22 +64,6 @@ export async function tempDir (label: string): Promise<{ path: string, remove: (
 
 export async function copyDir (from: string, to: string): Promise<void> {
   await cp(from, to, { recursive: true })
-}
-
-/**
- * A port on 127.0.0.1 with nothing listening: where "the upstream is down" points. (Another
- * process could take it in the meantime; on a bench machine that is unlikely and harmless.)
- */
-export async function closedPort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address()
-      const port = typeof address === 'object' && address !== null ? address.port : 0
-      server.close(() => { resolve(port) })
-    })
-  })
 }
 
 export async function sleep (ms: number): Promise<void> {

@@ -12,7 +12,8 @@
  * store-in-memory design like a mosquitto bridge, whose queue holds the backlog.
  */
 import type { RunResult } from './load.js'
-import { BENCH_PASSWORD, UPSTREAM_PREFIX, closedPort, type MemorySample } from './common.js'
+import { BENCH_PASSWORD, UPSTREAM_PREFIX, type MemorySample } from './common.js'
+import { freePort } from '../ports.js'
 import { fmtRate, makeRow, progress, rate, scoped, type ScenarioResult, type Sizes } from './runner.js'
 import { slope } from './stats.js'
 
@@ -50,7 +51,7 @@ const MB = 1024 * 1024
 
 async function runOnce (system: System, repeat: number, sizes: Sizes): Promise<IngestRun> {
   return await scoped(async (scope) => {
-    const downUrl = `mqtt://127.0.0.1:${await closedPort()}`
+    const downUrl = `mqtt://127.0.0.1:${await freePort()}`
     const dir = await scope.dir('ingest')
     const host = await scope.host()
     const load = await scope.load()

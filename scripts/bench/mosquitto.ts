@@ -8,7 +8,8 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { readFile, writeFile } from 'node:fs/promises'
 import { connect } from 'node:net'
 import { join } from 'node:path'
-import { closedPort, sleep } from './common.js'
+import { sleep } from './common.js'
+import { freePort } from '../ports.js'
 
 export function mosquittoInstalled (): boolean {
   return spawnSync('mosquitto', ['-h'], { stdio: 'ignore' }).error === undefined
@@ -37,7 +38,7 @@ export class Mosquitto {
    * a QoS 1 bridge of `sensors/#` to the upstream that retries every second or two.
    */
   static async start (dir: string, options: { port?: number, bridge?: BridgeTo } = {}): Promise<Mosquitto> {
-    const port = options.port ?? await closedPort()
+    const port = options.port ?? await freePort()
     const logPath = join(dir, 'mosquitto.log')
     const lines = [
       `listener ${port} 127.0.0.1`,

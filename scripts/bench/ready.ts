@@ -9,7 +9,8 @@
  * restart). A throw-away start on another empty copy comes first, so module loading and JIT are
  * not charged to either. The order of empty and backlog alternates between runs.
  */
-import { BOOT_ID, closedPort, copyDir } from './common.js'
+import { BOOT_ID, copyDir } from './common.js'
+import { freePort } from '../ports.js'
 import { makeRow, progress, scoped, type Scope, type ScenarioResult, type Sizes } from './runner.js'
 
 export interface Templates {
@@ -38,7 +39,7 @@ interface ReadyRun { repeat: number, timings: StartTiming[] }
 
 export async function timeToReady (sizes: Sizes, templates: Templates): Promise<ScenarioResult> {
   const runs: ReadyRun[] = []
-  const downUrl = `mqtt://127.0.0.1:${await closedPort()}`
+  const downUrl = `mqtt://127.0.0.1:${await freePort()}`
   for (let repeat = 0; repeat < sizes.repeats; repeat++) {
     const timings = await scoped(async (scope) => {
       const copy = async (template: string, label: string): Promise<{ label: string, dir: string }> => {

@@ -4,7 +4,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer, connect } from 'node:net'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { performance } from 'node:perf_hooks'
@@ -14,6 +14,7 @@ import { judgeCycle, type CycleResult } from './check.js'
 import { guestImage } from './image.js'
 import { Receiver, Sensors } from './load.js'
 import { Vm, type BootOptions } from './vm.js'
+import { freePort } from '../ports.js'
 import { mulberry32 } from '../random.js'
 
 const { values } = parseArgs({
@@ -34,18 +35,6 @@ const syncIntervalMs = Number(values['sync-interval'])
 const lossWindowMs = syncIntervalMs + Number(values['commit-allowance'])
 const maxDelayMs = Number(values['max-delay'])
 const seed = values.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(values.seed)
-
-async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address()
-      const port = typeof addr === 'object' && addr !== null ? addr.port : 0
-      srv.close(() => { resolve(port) })
-    })
-  })
-}
 
 async function waitFor<T> (what: string, boundMs: number, probe: () => Promise<T | undefined>): Promise<T> {
   const until = performance.now() + boundMs
