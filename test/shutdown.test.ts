@@ -3,9 +3,9 @@
  * fails, the failures are logged and become exit 1; and a stop signal that comes while sluice is
  * still starting is a graceful stop too.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
-import { connect as tcpConnect, createServer, type Socket } from 'node:net'
+import { connect as tcpConnect, createServer, type Server, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { connect } from 'mqtt'
@@ -29,6 +29,20 @@ function capturedLogger (): { logger: ReturnType<typeof createLogger>, lines: an
     }
   })
   return { logger: createLogger('info', out), lines }
+}
+
+/** A TCP server on 127.0.0.1 (port 0) that takes connections and never answers; closed with the test. */
+async function silentServer (t: Test): Promise<{ server: Server, port: number, sockets: Socket[] }> {
+  const sockets: Socket[] = []
+  const server = createServer((socket) => { sockets.push(socket); socket.on('error', () => {}) })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(async () => {
+    for (const s of sockets) s.destroy()
+    await new Promise<void>((resolve) => server.close(() => { resolve() }))
+  })
+  const address = server.address()
+  if (address === null || typeof address === 'string') throw new Error('no address')
+  return { server, port: address.port, sockets }
 }
 
 t.test('a failed final ack write: every later shutdown step still runs, the error is logged, the exit code is 1', async (t) => {
@@ -72,19 +86,11 @@ t.test('a failed final ack write: every later shutdown step still runs, the erro
 t.test('SIGTERM while sluice is still starting is a graceful stop: exit 0, the buffer closed cleanly', async (t) => {
   // A "local broker" that accepts the connection and never answers: the subscription's start
   // (which waits for its first attempt) keeps Gateway.start busy until the socket goes.
-  const sockets = new Set<Socket>()
-  const silent = createServer((socket) => { sockets.add(socket); socket.on('error', () => {}) })
-  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
-  t.teardown(async () => {
-    for (const s of sockets) s.destroy()
-    await new Promise<void>((resolve) => silent.close(() => { resolve() }))
-  })
-  const address = silent.address()
-  if (address === null || typeof address === 'string') throw new Error('no address')
+  const { server: silent, port: silentPort, sockets } = await silentServer(t)
   const dir = t.testdir()
   const config = writeConfig(dir, {
     gateway: { id: 'gw-start' },
-    ingest: { broker: { enabled: false }, subscribe: [{ url: `mqtt://127.0.0.1:${address.port}`, topics: ['sensors/#'], clientId: 'gw-start-ingest' }] },
+    ingest: { broker: { enabled: false }, subscribe: [{ url: `mqtt://127.0.0.1:${silentPort}`, topics: ['sensors/#'], clientId: 'gw-start-ingest' }] },
     buffer: { path: join(dir, 'buffer') },
     upstream: { url: 'mqtt://127.0.0.1:1' },
     health: { enabled: false },
@@ -108,7 +114,7 @@ t.test('SIGTERM while sluice is still starting is a graceful stop: exit 0, the b
   }
 
   const first = run()
-  await waitUntil(() => sockets.size > 0, 15_000, 'the daemon, still starting, to connect to the local broker')
+  await waitUntil(() => sockets.length > 0, 15_000, 'the daemon, still starting, to connect to the local broker')
   t.notOk(first.lines.some((l) => l.msg === 'sluice ready'), 'it is still starting')
   first.kill('SIGTERM')
   await waitUntil(() => first.lines.some((l) => l.msg === 'stopping'), 10_000, 'the stop signal to be taken')
@@ -130,17 +136,9 @@ t.test('a stop while the upstream connection waits for its CONNACK ends that con
   // The upstream's answer is held back until the stop has begun: the connection attempt then
   // succeeds after close() was called, and must not be left open with nobody to end it.
   const upstream = await startMosquitto(t)
-  const held: Socket[] = []
-  const gate = createServer((socket) => { held.push(socket); socket.on('error', () => {}) })
-  await new Promise<void>((resolve) => gate.listen(0, '127.0.0.1', resolve))
-  t.teardown(async () => {
-    for (const s of held) s.destroy()
-    await new Promise<void>((resolve) => gate.close(() => { resolve() }))
-  })
-  const address = gate.address()
-  if (address === null || typeof address === 'string') throw new Error('no address')
+  const { port: gatePort, sockets: held } = await silentServer(t)
   const adapter = new MqttUpstream({
-    url: `mqtt://127.0.0.1:${address.port}`,
+    url: `mqtt://127.0.0.1:${gatePort}`,
     clientId: 'gw-stop-connecting',
     protocol: '3.1.1',
     backoff: { min: 50, max: 500 },
