@@ -77,7 +77,7 @@ export class Room {
       }
       switch (decision.action) {
         case 'write':
-          if (this.state.health.reason === 'full' || this.state.health.reason === 'disk-low') this.state.setHealth(OK)
+          this.release()
           return
         case 'compact-acknowledged':
           await this.compactAcknowledged()
@@ -91,7 +91,7 @@ export class Room {
         case 'keep-prefix': {
           const { dropped, gap } = commit.keepPrefix(decision.room)
           if (gap !== null && dropped > 0) this.state.countDrop({ reason: 'overflow', from: gap.from, to: gap.to, count: dropped })
-          if (this.state.health.reason === 'full' || this.state.health.reason === 'disk-low') this.state.setHealth(OK)
+          this.release()
           return
         }
         case 'reclaim-dropped':
@@ -172,6 +172,11 @@ export class Room {
         ? `the buffer is full (buffer.maxBytes ${maxBytes} bytes); PUBACKs are held back until the upstream acknowledges readings`
         : `the disk is nearly full (less than buffer.minFreeDisk ${minFreeDisk} bytes free); readings are held back`
     })
+  }
+
+  /** The commit has room: a hold for space (`full`, `disk-low`) ends; other health is not room's. */
+  private release (): void {
+    if (this.state.health.reason === 'full' || this.state.health.reason === 'disk-low') this.state.setHealth(OK)
   }
 
   /** Resolves when space may have been freed (an ack, a drop, the next maintenance round). */
