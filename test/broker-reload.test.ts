@@ -8,7 +8,7 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt'
 import { hashPassword } from '../adapters/password-hash.js'
-import { BIN, adminUrl, startDaemon, writeConfig, type DaemonRun } from './helpers/daemon.js'
+import { BIN, adminUrl, brokerUrl, startDaemon, writeConfig, type DaemonRun } from './helpers/daemon.js'
 import { spawn } from 'node:child_process'
 import { waitUntil } from './helpers/wait.js'
 
@@ -37,8 +37,7 @@ t.test('SIGHUP adds a user and removes another; connected sensors stay connected
   const keep = { username: 'keep', passwordHash: keepHash, publish: ['sensors/{username}/#'] }
   const file = writeConfig(dir, config([keep, { username: 'gone', passwordHash: goneHash }]))
   const daemon = await startDaemon(t, file)
-  const ready = await daemon.waitForLine('sluice ready')
-  const url = `mqtt://${String(ready.ingest.find((i: any) => i.name === 'broker').listen)}`
+  const url = brokerUrl(daemon)
   const connect = async (options: IClientOptions): Promise<MqttClient> => {
     const client = await connectAsync(url, { reconnectPeriod: 0, connectTimeout: 5000, ...options })
     client.on('error', () => {})

@@ -99,7 +99,7 @@ t.test('a renewed certificate is served after SIGHUP while a connected sensor st
   const ready = await daemon.waitForLine('sluice ready')
   const broker = ready.ingest.find((a: any) => a.name === 'broker')
   t.match(broker, { listen: null, tls: /^127\.0\.0\.1:\d+$/, certificate: { fingerprint256: fingerprint(certs.serverCert) } })
-  const port = Number(String(broker.tls).split(':')[1])
+  const port = daemon.ports.tls ?? 0
   t.equal(await servedFingerprint(port, client), fingerprint(certs.serverCert), 'the first certificate is served')
 
   // A client without a certificate is refused in the handshake, and the log says so.

@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises'
 import { performance } from 'node:perf_hooks'
 import type { Readable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
+import { readyPorts } from '../ready-ports.js'
 
 const DAEMON_SCRIPT = new URL('../../daemon/bin.js', import.meta.url)
 
@@ -84,9 +85,9 @@ export class Daemon {
 
   /** The port of the embedded broker, as its ready line names it (the config may say port 0). */
   get brokerPort (): number {
-    const listen = this.ready.ingest.find((i) => i.name === 'broker')?.listen
-    if (listen === undefined) throw new Error('the daemon runs no embedded broker')
-    return Number(listen.slice(listen.lastIndexOf(':') + 1))
+    const { broker } = readyPorts(this.ready)
+    if (broker === null) throw new Error('the daemon runs no embedded broker')
+    return broker
   }
 
   async memory (): Promise<ProcMemory> {

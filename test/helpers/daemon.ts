@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { readyPorts, type ReadyPorts } from '../../scripts/ready-ports.js'
 import type { TestLike } from './mosquitto.js'
 
 export const BIN = fileURLToPath(new URL('../../dist/daemon/bin.js', import.meta.url))
@@ -24,7 +25,7 @@ export interface DaemonRun {
    * The ports it listens on, read from its `sluice ready` line: tests give the daemon port 0 and
    * read the real port back (nothing can take it between a check and the bind).
    */
-  readonly ports: { broker: number | null, tls: number | null, admin: number | null }
+  readonly ports: ReadyPorts
 }
 
 /** Writes `config` (JSON is YAML) into `dir` and returns the file's path. */
@@ -123,19 +124,6 @@ export async function startDaemon (t: TestLike, configFile: string, env: NodeJS.
       return await exited
     }
   }
-}
-
-/** The port of a `host:port` address as the ready line prints it, or null. */
-function portOf (address: unknown): number | null {
-  if (typeof address !== 'string') return null
-  const port = Number(address.slice(address.lastIndexOf(':') + 1))
-  return Number.isInteger(port) && port > 0 ? port : null
-}
-
-/** The listening ports a `sluice ready` line names: the embedded broker's (plain and TLS) and the admin endpoint's. */
-export function readyPorts (ready: any): DaemonRun['ports'] {
-  const broker = (ready?.ingest ?? []).find((i: any) => i?.name === 'broker')
-  return { broker: portOf(broker?.listen), tls: portOf(broker?.tls), admin: portOf(ready?.admin) }
 }
 
 /**
