@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises'
 import { createSecureContext } from 'node:tls'
 import { ConfigError, type ConfigIssue, type SluiceConfig } from '../config/index.js'
-import type { UpstreamTls } from '../adapters/upstream-mqtt.js'
+import type { UpstreamTls } from '../adapters/upstream/connection.js'
 
 const FILES = [
   ['ca', 'CA certificate'],
