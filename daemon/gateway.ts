@@ -8,7 +8,7 @@ import { BrokerAdapter } from '../adapters/broker.js'
 import type { AccessPolicyInput } from '../adapters/broker-auth.js'
 import type { BrokerLimits } from '../adapters/broker-guard.js'
 import { TlsFilesError, type BrokerTlsOptions, type TlsMaterial } from '../adapters/broker-tls.js'
-import { SubscribeAdapter } from '../adapters/subscribe.js'
+import type { SubscribeAdapter } from '../adapters/subscribe.js'
 import { deliveryFileName, fileDeliveryStore } from '../adapters/subscribe-deliveries.js'
 import { SystemAdapter, type DiskSpace } from '../adapters/system.js'
 import { MqttUpstream } from '../adapters/upstream-mqtt.js'
@@ -72,7 +72,7 @@ export class Gateway implements GatewayView {
   private _status: GatewayStatus = 'opening'
   private closing: Promise<void> | null = null
 
-  private constructor (context: GatewayContext, log: DurableLog, upstream: UpstreamParts, brokerAccess: AccessPolicyInput, brokerTls?: { options: BrokerTlsOptions, material: TlsMaterial }) {
+  private constructor (context: GatewayContext, log: DurableLog, upstream: UpstreamParts, ingest: IngestParts) {
     const { config, logger } = context
     this.context = context
     this.log = log
@@ -115,17 +115,18 @@ export class Gateway implements GatewayView {
     this.broker = config.ingest.broker.enabled
       ? new BrokerAdapter({
         listen: config.ingest.broker.listen,
-        tls: brokerTls,
+        tls: ingest.brokerTls,
         topics: config.ingest.topics,
         sink: this.sinkFor('broker'),
         logger: logger.child({ part: 'broker' }),
         clock: context.clock,
-        access: brokerAccess,
+        access: ingest.brokerAccess,
         limits: brokerLimits(config.ingest.broker)
       })
       : null
     this.ingestAdapters = this.broker === null ? [] : [this.broker]
-    this.subscriptions = config.ingest.subscribe.map((entry, i) => this.subscribeAdapter(entry, i))
+    const { Subscription } = ingest
+    this.subscriptions = Subscription === null ? [] : config.ingest.subscribe.map((entry, i) => this.subscribeAdapter(Subscription, entry, i))
     this.ingestAdapters.push(...this.subscriptions)
     if (config.health.enabled) this.ingestAdapters.push(this.system = this.systemAdapter(config.health.interval))
     for (const adapter of this.ingestAdapters) this.readout.watch(adapter)
@@ -151,9 +152,9 @@ export class Gateway implements GatewayView {
    * directory (wiped with it) and is checked against the buffer as it was opened: its epoch, and
    * its last durable seq before anything new was appended.
    */
-  private subscribeAdapter (entry: SluiceConfig['ingest']['subscribe'][number], index: number): SubscribeAdapter {
+  private subscribeAdapter (Subscription: typeof SubscribeAdapter, entry: SluiceConfig['ingest']['subscribe'][number], index: number): SubscribeAdapter {
     const { config, logger, clock } = this.context
-    return new SubscribeAdapter({
+    return new Subscription({
       ...entry,
       configPath: `ingest.subscribe[${index}]`,
       forward: config.ingest.topics,
@@ -187,7 +188,9 @@ export class Gateway implements GatewayView {
     const bootId = context.bootId ?? await readBootId()
     const { upstreamTls, brokerTls, brokerAccess } = await readStartupFiles(config, logger)
     const { log, deadLetters } = await openBuffer({ config, logger, bootId, clock: context.clock, beforeCommit: context.beforeCommit, beforeAck: context.beforeAck })
-    const gateway = new Gateway(context, log, { tls: upstreamTls, deadLetters }, brokerAccess, brokerTls)
+    // MQTT.js, 5 MB of an idle daemon's RSS, is loaded only for a subscription to a local broker.
+    const Subscription = config.ingest.subscribe.length === 0 ? null : (await import('../adapters/subscribe.js')).SubscribeAdapter
+    const gateway = new Gateway(context, log, { tls: upstreamTls, deadLetters }, { brokerAccess, brokerTls, Subscription })
     try {
       gateway.forwarder.start()
       gateway.upstream.start()
@@ -336,6 +339,13 @@ export class Gateway implements GatewayView {
 interface UpstreamParts {
   tls: UpstreamTls | undefined
   deadLetters: DeadLetterStore
+}
+
+interface IngestParts {
+  brokerAccess: AccessPolicyInput
+  brokerTls?: { options: BrokerTlsOptions, material: TlsMaterial }
+  /** the subscription adapter's class, loaded when ingest.subscribe has entries */
+  Subscription: typeof SubscribeAdapter | null
 }
 
 /** The embedded broker's limits, from its config section. */
