@@ -9,6 +9,7 @@ import mqttPacket, { type IPublishPacket, type Packet } from 'mqtt-packet'
 import { UpstreamConnection, type ConnectionOptions } from '../adapters/upstream/connection.js'
 import { encodePublish, publishPacketSize, type MqttProtocol } from '../adapters/upstream/publish-packet.js'
 import { UpstreamRejection, type UpstreamMessage } from '../adapters/contract.js'
+import { PacketFrames } from '../adapters/upstream/frames.js'
 import { startMosquitto, type TestLike } from './helpers/mosquitto.js'
 import { startMqttTap } from './helpers/mqtt-tap.js'
 import { waitUntil } from './helpers/wait.js'
@@ -56,6 +57,37 @@ t.test('a PUBLISH written by hand reads back as the message, at its announced si
       }
     }
   }
+})
+
+t.test('packets are framed whole however the bytes arrive', async (t) => {
+  const packets = [
+    mqttPacket.generate({ cmd: 'connack', returnCode: 0, sessionPresent: false }),
+    ...[1, 2, 65_535].map((messageId) => mqttPacket.generate({ cmd: 'puback', messageId })),
+    mqttPacket.generate({ cmd: 'pingresp' }),
+    // Remaining Lengths of two and three bytes
+    mqttPacket.generate({ cmd: 'publish', topic: 'a', payload: Buffer.alloc(300, 1), qos: 0, retain: false, dup: false }),
+    mqttPacket.generate({ cmd: 'publish', topic: 'b', payload: Buffer.alloc(20_000, 2), qos: 0, retain: false, dup: false })
+  ]
+  const stream = Buffer.concat(packets)
+  for (const size of [1, 2, 3, 5, 7, 64, 4096, stream.length]) {
+    const frames = new PacketFrames(64 * 1024)
+    const seen: Buffer[] = []
+    const problems: string[] = []
+    for (let at = 0; at < stream.length; at += size) {
+      const problem = frames.push(stream.subarray(at, at + size), (packet) => { seen.push(Buffer.from(packet)) })
+      if (problem !== null) problems.push(problem)
+    }
+    t.same(problems, [], `in chunks of ${size} bytes: no problem found`)
+    t.same(seen.map((b) => b.toString('hex')), packets.map((b) => b.toString('hex')), `in chunks of ${size} bytes: the same packets, whole, in order`)
+  }
+  const publish = packets[5]
+  const frames = new PacketFrames(64 * 1024)
+  let body = -1
+  frames.push(publish, (_packet, bodyStart) => { body = bodyStart })
+  t.equal(body, 3, 'the variable header starts after a two-byte Remaining Length')
+
+  t.match(new PacketFrames(64 * 1024).push(Buffer.from([0x30, 0x80, 0x80, 0x80, 0x80, 0x01]), () => {}), /longer than four bytes/)
+  t.match(new PacketFrames(1024).push(Buffer.from([0x30, 0x81, 0x08]), () => {}), /1025-byte packet, more than the 1024 expected/)
 })
 
 function options (url: string, extra: Partial<ConnectionOptions> = {}): ConnectionOptions {

@@ -5,6 +5,7 @@ import mqttPacket, { type Packet } from 'mqtt-packet'
 import { UpstreamRejection, type UpstreamLimits, type UpstreamMessage } from '../contract.js'
 import { encodePublish, type MqttProtocol } from './publish-packet.js'
 import { skipPacketNumberTable } from '../packet-numbers.js'
+import { PacketFrames } from './frames.js'
 
 /** TLS material and options for an mqtts:// upstream; the files are read by the daemon at start. */
 export interface UpstreamTls {
@@ -69,6 +70,12 @@ const CONNACK_REFUSALS: Record<number, string> = {
   0x9d: 'server moved',
   0x9f: 'connection rate exceeded'
 }
+
+/** PUBACK's first byte [MQTT-3.4.1]. */
+const PUBACK = 0x40
+
+/** The largest packet expected from the upstream: acks, and a CONNACK or DISCONNECT with properties. */
+const MAX_SERVER_PACKET = 64 * 1024
 
 /** The fixed two bytes of PINGREQ [MQTT-3.12]. */
 const PINGREQ = Buffer.from([0xc0, 0x00])
@@ -152,7 +159,20 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
         this.begin(parser, options.keepalive, packet.properties)
         resolve()
       })
-      socket.on('data', (chunk: Buffer) => { parser.parse(chunk) })
+      const frames = new PacketFrames(MAX_SERVER_PACKET)
+      const onFrame = (packet: Buffer, bodyStart: number): void => {
+        // A PUBACK, from its bytes: [MQTT-3.4.1] flags 0, the packet identifier, then (MQTT 5)
+        // a reason code when it is not 0. Anything else goes to mqtt-packet's parser, whole.
+        if (packet[0] === PUBACK && this.open && packet.length - bodyStart >= 2) {
+          this.onPubAck(packet.readUInt16BE(bodyStart), packet.length - bodyStart >= 3 ? packet[bodyStart + 2] : 0)
+        } else {
+          parser.parse(packet)
+        }
+      }
+      socket.on('data', (chunk: Buffer) => {
+        const problem = frames.push(chunk, onFrame)
+        if (problem !== null) socket.destroy(new Error(`malformed packet from the upstream: ${problem}`))
+      })
       socket.write(mqttPacket.generate({
         cmd: 'connect',
         protocolId: 'MQTT',
@@ -222,15 +242,8 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
   private onPacket (packet: Packet): void {
     this.pingUnanswered = false
     switch (packet.cmd) {
-      case 'puback': {
-        const id = packet.messageId ?? 0
-        const done = this.awaiting.get(id)
-        if (done === undefined) return // a PUBACK for nothing sent on this connection: ignored
-        this.awaiting.delete(id)
-        const code = packet.reasonCode ?? 0
-        if (code >= 0x80) return done(new UpstreamRejection(code, `PUBACK reason code 0x${code.toString(16)}`))
-        return done()
-      }
+      case 'puback':
+        return this.onPubAck(packet.messageId ?? 0, packet.reasonCode ?? 0)
       case 'pingresp':
         return
       case 'disconnect': {
@@ -243,6 +256,15 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
         // it anyway (e.g. a QoS 1 PUBLISH) gets no answer it would wait for: drop the link.
         return this.drop(new Error(`unexpected ${packet.cmd} from the upstream`))
     }
+  }
+
+  private onPubAck (id: number, code: number): void {
+    this.pingUnanswered = false
+    const done = this.awaiting.get(id)
+    if (done === undefined) return // a PUBACK for nothing sent on this connection: ignored
+    this.awaiting.delete(id)
+    if (code >= 0x80) return done(new UpstreamRejection(code, `PUBACK reason code 0x${code.toString(16)}`))
+    done()
   }
 
   /** Keepalive: a PINGREQ each period; one left unanswered for a whole period ends the link. */
