@@ -13,6 +13,8 @@ export type { ForwarderTimers } from './wake-timer.js'
 /** What the forwarder needs of the buffer. */
 export interface ForwarderLog {
   readonly ackPos: number
+  /** the position of the last entry committed: nothing past it can be read */
+  readonly lastCommittedPos: number
   read: (after: number, limit: number) => Promise<LogEntry[]>
   ack: (upTo: number) => Promise<void>
   on: (event: 'committed', listener: (lastPos: number) => void) => unknown
@@ -261,6 +263,9 @@ export class Forwarder {
    * read at a time: a caller that comes while one is on its way waits for that one.
    */
   private async readMore (): Promise<boolean> {
+    // Caught up: a read would find nothing (at the head of the log, every acknowledgement and
+    // commit would otherwise start one, with its promises and the buffer's read gate).
+    if (this.reading === null && this.readPos >= this.options.log.lastCommittedPos) return false
     this.reading ??= this.readNext().finally(() => { this.reading = null })
     return await this.reading
   }

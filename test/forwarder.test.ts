@@ -55,6 +55,7 @@ class FakeLog extends EventEmitter<{ committed: [lastPos: number] }> implements 
   readonly entries: LogEntry[] = []
   hold: Promise<void> | null = null
   reads = 0
+  get lastCommittedPos (): number { return this.entries.length === 0 ? 0 : posOf(this.entries.length) }
   add (n: number): void {
     for (let i = 0; i < n; i++) {
       const seq = this.entries.length + 1
@@ -220,4 +221,35 @@ t.test('stop() while a pump is reading leaves no timer behind and publishes noth
   t.equal(time.pending, 0, 'no wake-up timer is left scheduled')
   time.advance(1000)
   t.equal(upstream.published.length, 0, 'and nothing is published after stop()')
+})
+
+t.test('with a backlog, the next chunk is read while the window drains, and every reading goes once, in order', async (t) => {
+  // inflight 4: chunks of 64 entries. The window must not wait for LevelDB at each chunk's end.
+  const { forwarder, upstream, log } = setup(t, { inflight: 4 })
+  log.add(200)
+  forwarder.start()
+  upstream.up()
+  await waitUntil(() => upstream.published.length === 4, 2000, 'the window full')
+  t.equal(log.reads, 1, 'one chunk read to start')
+  // Hold the next read, then acknowledge until the read-ahead is below half a chunk.
+  let release = (): void => {}
+  log.hold = new Promise<void>((resolve) => { release = resolve })
+  let answered = 0
+  while (upstream.published.length < 40) {
+    upstream.published[answered++].resolve()
+    await waitUntil(() => upstream.published.length === answered + 4, 2000, `the window refilled after ${answered} acknowledgements`)
+  }
+  t.equal(log.reads, 2, 'the next chunk was asked for with 24 entries of the first still to send')
+  release()
+  log.hold = null
+  while (answered < 200) {
+    await waitUntil(() => upstream.published.length > answered, 2000, `publish ${answered + 1}`)
+    upstream.published[answered++].resolve()
+  }
+  await waitUntil(() => forwarder.acknowledged === posOf(200), 2000, 'all 200 acknowledged')
+  t.same(upstream.seqs(), Array.from({ length: 200 }, (_, i) => i + 1), 'seqs 1..200, each once, in order')
+  t.equal(log.reads, 4, 'four chunks, the last one short: acknowledgements at the head of the log read nothing more')
+  log.add(1)
+  await waitUntil(() => upstream.published.length === 201, 2000, 'a new commit read and sent')
+  t.equal(log.reads, 5, 'one read for the new commit')
 })
