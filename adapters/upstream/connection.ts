@@ -198,7 +198,8 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
     parser.removeAllListeners('error')
     parser.on('error', (err: Error) => { this.drop(new Error(`malformed packet from the upstream: ${err.message}`)) })
     parser.on('packet', (packet: Packet) => { this.onPacket(packet) })
-    this.socket.on('error', (err: Error) => { this.lastError = err })
+    // The first error is the reason; a write racing the end adds only "stream destroyed".
+    this.socket.on('error', (err: Error) => { this.lastError ??= err })
     this.socket.once('close', () => { this.onClose() })
     this.open = true
     this.keepaliveTimer = setInterval(() => { this.ping() }, keepalive * 1000).unref()
@@ -276,6 +277,7 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
 
   private drop (err: Error): void {
     this.lastError ??= err
+    this.open = false // publishes from here on fail at once, not into a destroyed socket
     this.socket.destroy()
   }
 
