@@ -296,7 +296,9 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
     const { socket } = this
     if (socket.closed) return
     const closed = new Promise<void>((resolve) => socket.once('close', () => { resolve() }))
-    if (this.open && socket.writable) {
+    const wasOpen = this.open
+    this.open = false // a publish from now on fails at once
+    if (wasOpen && socket.writable) {
       this.uncork()
       socket.end(mqttPacket.generate({ cmd: 'disconnect' }))
       // A peer that never closes its side must not hold the stop up.
