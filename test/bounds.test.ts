@@ -242,9 +242,10 @@ t.test('drop-oldest drops what a commit needs, not a block ahead, also after a r
   }
   // A full buffer drops about one reading for each new one of the same size: a little more, since
   // each drop's gap entry and deletion markers take space too, and a new measurement of the
-  // directory may correct the estimate by a few KiB at once (seen: up to 28 readings). Dropping
-  // ahead in blocks (1/64 of the bound, 64 KiB here) would drop about 250 at a time.
-  const MOST_AT_ONCE = 60
+  // directory may correct the estimate by some KiB at once, depending on when LevelDB's
+  // compactions end (seen: up to 28 readings on a quiet machine, 96 in a CI run). Dropping ahead
+  // in blocks (1/64 of the bound, 64 KiB here) would drop about 250 at a time.
+  const MOST_AT_ONCE = 150
   const first = await oneByOne()
   t.comment(`full at ${n - COUNT} readings; ${COUNT} more dropped ${first.dropped}, at most ${first.most} at once; ${first.held} held`)
   t.ok(first.most <= MOST_AT_ONCE, `at most ${first.most} readings dropped at once`)
