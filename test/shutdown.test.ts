@@ -3,9 +3,9 @@
  * fails, the failures are logged and become exit 1; and a stop signal that comes while sluice is
  * still starting is a graceful stop too.
  */
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { spawn } from 'node:child_process'
-import { connect as tcpConnect, createServer, type Server, type Socket } from 'node:net'
+import { connect as tcpConnect } from 'node:net'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { connect } from 'mqtt'
@@ -18,6 +18,7 @@ import { BIN, writeConfig } from './helpers/daemon.js'
 import { testConfig } from './helpers/gateway.js'
 import { startMosquitto } from './helpers/mosquitto.js'
 import { waitUntil } from './helpers/wait.js'
+import { localServer } from './helpers/tcp-server.js'
 
 /** A pino logger whose JSON lines the test reads. */
 function capturedLogger (): { logger: ReturnType<typeof createLogger>, lines: any[] } {
@@ -29,20 +30,6 @@ function capturedLogger (): { logger: ReturnType<typeof createLogger>, lines: an
     }
   })
   return { logger: createLogger('info', out), lines }
-}
-
-/** A TCP server on 127.0.0.1 (port 0) that takes connections and never answers; closed with the test. */
-async function silentServer (t: Test): Promise<{ server: Server, port: number, sockets: Socket[] }> {
-  const sockets: Socket[] = []
-  const server = createServer((socket) => { sockets.push(socket); socket.on('error', () => {}) })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(async () => {
-    for (const s of sockets) s.destroy()
-    await new Promise<void>((resolve) => server.close(() => { resolve() }))
-  })
-  const address = server.address()
-  if (address === null || typeof address === 'string') throw new Error('no address')
-  return { server, port: address.port, sockets }
 }
 
 t.test('a failed final ack write: every later shutdown step still runs, the error is logged, the exit code is 1', async (t) => {
@@ -86,7 +73,7 @@ t.test('a failed final ack write: every later shutdown step still runs, the erro
 t.test('SIGTERM while sluice is still starting is a graceful stop: exit 0, the buffer closed cleanly', async (t) => {
   // A "local broker" that accepts the connection and never answers: the subscription's start
   // (which waits for its first attempt) keeps Gateway.start busy until the socket goes.
-  const { server: silent, port: silentPort, sockets } = await silentServer(t)
+  const { server: silent, port: silentPort, sockets } = await localServer(t) // takes connections and never answers
   const dir = t.testdir()
   const config = writeConfig(dir, {
     gateway: { id: 'gw-start' },
@@ -136,7 +123,7 @@ t.test('a stop while the upstream connection waits for its CONNACK ends that con
   // The upstream's answer is held back until the stop has begun: the connection attempt then
   // succeeds after close() was called, and must not be left open with nobody to end it.
   const upstream = await startMosquitto(t)
-  const { port: gatePort, sockets: held } = await silentServer(t)
+  const { port: gatePort, sockets: held } = await localServer(t) // takes connections and never answers
   const adapter = new MqttUpstream({
     url: `mqtt://127.0.0.1:${gatePort}`,
     clientId: 'gw-stop-connecting',

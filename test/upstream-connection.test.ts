@@ -4,7 +4,7 @@
  * against a server that stops answering; what a broken or refusing server does to it.
  */
 import t from 'tap'
-import { createServer, type Server, type Socket } from 'node:net'
+import type { Socket } from 'node:net'
 import mqttPacket, { type IPublishPacket, type Packet } from 'mqtt-packet'
 import { UpstreamConnection, type ConnectionOptions } from '../adapters/upstream/connection.js'
 import { encodePublish, publishPacketSize, type MqttProtocol } from '../adapters/upstream/publish-packet.js'
@@ -13,6 +13,7 @@ import { PacketFrames } from '../adapters/upstream/frames.js'
 import { startMosquitto, type TestLike } from './helpers/mosquitto.js'
 import { startMqttTap } from './helpers/mqtt-tap.js'
 import { waitUntil } from './helpers/wait.js'
+import { localServer } from './helpers/tcp-server.js'
 
 function parseOne (bytes: Buffer, protocolVersion: 4 | 5): Packet[] {
   const parser = mqttPacket.parser({ protocolVersion })
@@ -96,22 +97,12 @@ function options (url: string, extra: Partial<ConnectionOptions> = {}): Connecti
 
 /** A server on 127.0.0.1 that hands each parsed packet and its socket to `onPacket`. */
 async function handServer (t: TestLike, protocolVersion: 4 | 5, onPacket: (packet: Packet, socket: Socket) => void): Promise<string> {
-  const sockets = new Set<Socket>()
-  const server: Server = createServer((socket) => {
-    sockets.add(socket)
-    socket.on('error', () => {})
+  const { port } = await localServer(t, (socket) => {
     const parser = mqttPacket.parser({ protocolVersion })
     parser.on('packet', (packet: Packet) => { onPacket(packet, socket) })
     socket.on('data', (chunk: Buffer) => { parser.parse(chunk) })
   })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(async () => {
-    for (const s of sockets) s.destroy()
-    await new Promise<void>((resolve) => server.close(() => { resolve() }))
-  })
-  const address = server.address()
-  if (address === null || typeof address === 'string') throw new Error('no port')
-  return `mqtt://127.0.0.1:${address.port}`
+  return `mqtt://127.0.0.1:${port}`
 }
 
 const CONNACK = mqttPacket.generate({ cmd: 'connack', returnCode: 0, sessionPresent: false })

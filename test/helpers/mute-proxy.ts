@@ -6,6 +6,10 @@
  */
 import { connect, createServer, type Server, type Socket } from 'node:net'
 import type { TestLike } from './mosquitto.js'
+import { PacketFrames } from '../../adapters/upstream/frames.js'
+
+/** The largest Remaining Length MQTT can express [MQTT-2.2.3]. */
+const MAX_PACKET = 268_435_455
 
 /** MQTT control packet types [MQTT-2.2.1], the ones a subscriber sends. */
 const PACKET_NAMES: Record<number, string> = { 1: 'connect', 4: 'puback', 8: 'subscribe', 12: 'pingreq', 14: 'disconnect' }
@@ -54,29 +58,16 @@ export async function startMuteProxy (t: TestLike, targetPort: number): Promise<
     client.on('close', end)
     upstream.on('close', end)
     upstream.pipe(client)
-    // Split the client's bytes into MQTT packets: fixed header, Remaining Length [MQTT-2.2.3].
-    let pending = Buffer.alloc(0)
+    // Split the client's bytes into MQTT packets, as sluice's upstream client does.
+    const frames = new PacketFrames(MAX_PACKET)
+    const onPacket = (packet: Buffer): void => {
+      const type = packet[0] >> 4
+      count(fromClient, type)
+      if (muted) count(swallowed, type)
+      else upstream.write(packet)
+    }
     client.on('data', (chunk: Buffer) => {
-      pending = Buffer.concat([pending, chunk])
-      for (;;) {
-        let length = 0
-        let multiplier = 1
-        let at = 1
-        let complete = false
-        while (at < pending.length && at <= 4) {
-          const byte = pending[at++]
-          length += (byte & 0x7f) * multiplier
-          multiplier *= 128
-          if ((byte & 0x80) === 0) { complete = true; break }
-        }
-        if (!complete || pending.length < at + length) break
-        const packet = pending.subarray(0, at + length)
-        pending = pending.subarray(at + length)
-        const type = packet[0] >> 4
-        count(fromClient, type)
-        if (muted) count(swallowed, type)
-        else upstream.write(packet)
-      }
+      if (frames.push(chunk, onPacket) !== null) return end()
       for (const check of [...waiters]) check()
     })
   })
