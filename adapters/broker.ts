@@ -4,7 +4,6 @@ import { Aedes, type AuthenticateError, type Client, type PublishPacket, type Su
 import type { Logger } from 'pino'
 import type { IngestAdapter, IngestAdapterEvents, ReadingSink, RefusalReason } from './contract.js'
 import { badTopicReason, forwardedTopics } from './topics.js'
-import { skipPacketNumberTable } from './packet-numbers.js'
 import { maySubscribe } from './broker-acl.js'
 import { BrokerAccess, newSession, PerKeyLogLimit, type AccessPolicyInput, type Session } from './broker-auth.js'
 import { BrokerTlsListener, certificateUsername, type BrokerTlsOptions, type CertificateInfo, type TlsFileKey, type TlsFiles, type TlsMaterial } from './broker-tls.js'
@@ -59,7 +58,6 @@ export class BrokerAdapter extends EventEmitter<IngestAdapterEvents> implements 
 
   constructor (options: BrokerAdapterOptions) {
     super()
-    skipPacketNumberTable()
     this.options = options
     this.isForwarded = forwardedTopics(options.topics)
     this.clock = options.clock ?? Date.now

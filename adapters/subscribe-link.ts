@@ -5,7 +5,6 @@
  */
 import mqtt, { type IConnackPacket, type IPublishPacket, type MqttClient } from 'mqtt'
 import { AckQueue } from './subscribe-acks.js'
-import { skipPacketNumberTable } from './packet-numbers.js'
 
 export interface LinkOptions {
   url: string
@@ -51,7 +50,6 @@ export class Link {
   sessionPresent = false
 
   constructor (options: LinkOptions, onMessage: MessageHandler) {
-    skipPacketNumberTable()
     this.options = options
     const { url, clientId, username, password, connectTimeout } = options
     this.client = mqtt.connect(url, {

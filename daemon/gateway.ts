@@ -12,6 +12,7 @@ import type { SubscribeAdapter } from '../adapters/subscribe.js'
 import { deliveryFileName, fileDeliveryStore } from '../adapters/subscribe-deliveries.js'
 import { SystemAdapter, type DiskSpace } from '../adapters/system.js'
 import { MqttUpstream } from '../adapters/upstream-mqtt.js'
+import { skipPacketNumberTable } from '../adapters/packet-numbers.js'
 import type { UpstreamTls } from '../adapters/upstream/connection.js'
 import { AdminEndpoint } from './admin-endpoint.js'
 import { readBootId } from './boot.js'
@@ -185,6 +186,7 @@ export class Gateway implements GatewayView {
   /** Opens the buffer, connects upstream and starts listening for sensors. */
   static async start (context: GatewayContext): Promise<Gateway> {
     const { config, logger } = context
+    skipPacketNumberTable()
     const bootId = context.bootId ?? await readBootId()
     const { upstreamTls, brokerTls, brokerAccess } = await readStartupFiles(config, logger)
     const { log, deadLetters } = await openBuffer({ config, logger, bootId, clock: context.clock, beforeCommit: context.beforeCommit, beforeAck: context.beforeAck })

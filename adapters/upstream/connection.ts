@@ -4,7 +4,6 @@ import { connect as tlsConnect, type ConnectionOptions as TlsOptions } from 'nod
 import mqttPacket, { type Packet } from 'mqtt-packet'
 import { UpstreamRejection, type UpstreamLimits, type UpstreamMessage } from '../contract.js'
 import { encodePublish, type MqttProtocol } from './publish-packet.js'
-import { skipPacketNumberTable } from '../packet-numbers.js'
 import { PacketFrames } from './frames.js'
 
 /** TLS material and options for an mqtts:// upstream; the files are read by the daemon at start. */
@@ -121,7 +120,6 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
 
   private constructor (options: ConnectionOptions) {
     super()
-    skipPacketNumberTable() // the CONNECT is written with mqtt-packet
     this.protocol = options.protocol
     this.socket = dial(options)
     this.socket.setNoDelay(true)
