@@ -1,13 +1,15 @@
 /**
- * `sluice status` is a small HTTP client: it must start fast on a Pi and stay out of the daemon's
- * way, so it loads neither the gateway nor the Prometheus client. A module-resolution hook in the
- * spawned CLI records every module it loads.
+ * What a command loads, seen by a module-resolution hook in the spawned CLI that records every
+ * module it resolves. `sluice status` is a small HTTP client: it must start fast on a Pi and stay
+ * out of the daemon's way, so it loads neither the gateway nor the Prometheus client. `sluice run`
+ * leaves out what its config does not use (MQTT.js without a subscription, pino-pretty without a
+ * terminal): each is megabytes of a daemon's memory.
  */
 import t from 'tap'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { BIN, runNode } from './helpers/daemon.js'
+import { BIN, runNode, startDaemon, writeConfig } from './helpers/daemon.js'
 import { startGateway } from './helpers/gateway.js'
 import { startMosquitto } from './helpers/mosquitto.js'
 
@@ -56,4 +58,32 @@ t.test('the hook sees prom-client when it is loaded', async (t) => {
   const run = await runNode(['--import', hook, '--input-type=module', '-e', `await import(${JSON.stringify(metrics)})`])
   t.equal(run.code, 0, run.stderr)
   t.ok(loaded(record).some(promClient), 'the metrics module loads prom-client')
+})
+
+const mqttJs = (url: string): boolean => url.includes('/node_modules/mqtt/')
+const pinoPretty = (url: string): boolean => url.includes('/node_modules/pino-pretty/')
+
+t.test('sluice run loads MQTT.js only for a subscription, and pino-pretty only for a terminal', async (t) => {
+  const upstream = await startMosquitto(t)
+  const local = await startMosquitto(t)
+  for (const subscribe of [[], [{ url: local.url, topics: ['sensors/#'] }]]) {
+    const dir = t.testdir()
+    const record = join(dir, 'loaded.txt')
+    const hook = recordingHook(dir, record)
+    const config = writeConfig(dir, {
+      gateway: { id: 'gw-lean' },
+      ingest: { broker: { listen: '127.0.0.1:0' }, subscribe },
+      buffer: { path: join(dir, 'buffer') },
+      upstream: { url: upstream.url },
+      admin: { enabled: false },
+      health: { enabled: false }
+    })
+    const daemon = await startDaemon(t, config, {}, { command: [process.execPath, '--import', hook, BIN] })
+    const urls = loaded(record)
+    t.ok(urls.some((u) => u.endsWith('/dist/daemon/gateway.js')), 'the hook saw the gateway load')
+    if (subscribe.length === 0) t.strictSame(urls.filter(mqttJs), [], 'no subscription: MQTT.js was not loaded')
+    else t.ok(urls.some(mqttJs), 'a subscription: MQTT.js was loaded')
+    t.strictSame(urls.filter(pinoPretty), [], 'stdout is a pipe: pino-pretty was not loaded')
+    t.same(await daemon.kill('SIGTERM'), { code: 0, signal: null }, 'stopped cleanly')
+  }
 })
