@@ -131,7 +131,8 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
 
   private async handshake (options: ConnectionOptions, signal: AbortSignal): Promise<void> {
     const { socket } = this
-    const parser = mqttPacket.parser({ protocolVersion: this.protocol === '5' ? 5 : 4 })
+    const protocolVersion = this.protocol === '5' ? 5 : 4
+    const parser = mqttPacket.parser({ protocolVersion })
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => { fail(new Error(`no CONNACK within ${options.connectTimeout} ms`)) }, options.connectTimeout)
       const settle = (): void => {
@@ -174,7 +175,7 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
       socket.write(mqttPacket.generate({
         cmd: 'connect',
         protocolId: 'MQTT',
-        protocolVersion: this.protocol === '5' ? 5 : 4,
+        protocolVersion,
         clean: true,
         clientId: options.clientId,
         keepalive: options.keepalive,
