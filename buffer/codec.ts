@@ -1,5 +1,6 @@
 import { Encoder } from 'cbor-x'
 import { BufferError } from './errors.js'
+import { writeReadingRecord } from './reading-record.js'
 
 /** A reading as the ingest adapters hand it to the log. */
 export interface ReadingInput {
@@ -64,7 +65,7 @@ const GAP = 2
 
 /** A reading: `[0, time, topic, payload, storedAt]` (entries written before the TTL have no storedAt). */
 export function encodeReading (r: ReadingInput, storedAt: number): Buffer {
-  return cbor.encode([READING, r.time, r.topic, r.payload, storedAt])
+  return writeReadingRecord(r.time, r.topic, r.payload, storedAt) ?? cbor.encode([READING, r.time, r.topic, r.payload, storedAt])
 }
 
 export function encodeEpochEvent (time: number, data: EpochEventData): Buffer {

@@ -34,15 +34,21 @@ export function readingSeqAtOrBefore (pos: number): number {
   return pos % SLOTS === Slot.Reading ? seq : seq - 1
 }
 
+// The position is written and read as two 32-bit halves: a BigInt per key cost more than the rest
+// of the key (made once per reading written and once per reading read).
+const HALF = 0x1_0000_0000
+
 export function logKey (pos: number): Buffer {
   const key = Buffer.allocUnsafe(9)
   key[0] = LOG_PREFIX
-  key.writeBigUInt64BE(BigInt(pos), 1)
+  key.writeUInt32BE(Math.floor(pos / HALF), 1)
+  key.writeUInt32BE(pos % HALF, 5)
   return key
 }
 
 export function positionOf (key: Uint8Array): number {
-  return Number(Buffer.from(key.buffer, key.byteOffset, key.byteLength).readBigUInt64BE(1))
+  const view = Buffer.isBuffer(key) ? key : Buffer.from(key.buffer, key.byteOffset, key.byteLength)
+  return view.readUInt32BE(1) * HALF + view.readUInt32BE(5)
 }
 
 export function slotOf (pos: number): number {
