@@ -1,5 +1,6 @@
 import type { UpstreamFormat } from '../contract.js'
-import { jsonText, readingAttributes, structuredEvent } from './cloudevents-json.js'
+import { readingAttributes, structuredEvent } from './cloudevents-json.js'
+import { isJsonDocument } from './json-document.js'
 import { type TopicTemplates, readingTopic } from './topics.js'
 
 /**
@@ -24,7 +25,7 @@ export function cloudEventsBinary (templates: TopicTemplates): UpstreamFormat {
         payload,
         properties: {
           // The same rule as the structured mode's: JSON objects and arrays say so, anything else is opaque.
-          contentType: jsonText(entry.payload) === null ? 'application/octet-stream' : 'application/json',
+          contentType: isJsonDocument(entry.payload) ? 'application/json' : 'application/octet-stream',
           userProperties: readingAttributes(entry, templates.gateway)
         }
       }
