@@ -54,14 +54,17 @@ export function nextMessage (readAhead: readonly Entry[], ctx: NextMessageContex
   const take = format.take(candidates, { maxEntries: ctx.isolate ? 1 : Number.POSITIVE_INFINITY, maxBytes: maxPacket })
   let entries = candidates.slice(0, Math.max(1, take.count))
   let message = format.encode(entries)
-  // The format bounds the payload; the packet adds the topic and properties. Halve until it fits.
-  while (upstream.packetSize(message) > maxPacket && entries.length > 1) {
-    entries = entries.slice(0, Math.ceil(entries.length / 2))
-    message = format.encode(entries)
-    closed = true
+  // Without a Maximum Packet Size announced (always on MQTT 3.1.1) there is nothing to measure.
+  if (Number.isFinite(maxPacket)) {
+    // The format bounds the payload; the packet adds the topic and properties. Halve until it fits.
+    while (upstream.packetSize(message) > maxPacket && entries.length > 1) {
+      entries = entries.slice(0, Math.ceil(entries.length / 2))
+      message = format.encode(entries)
+      closed = true
+    }
+    const bytes = upstream.packetSize(message)
+    if (bytes > maxPacket) return { kind: 'too-large', entry: head, bytes }
   }
-  const bytes = upstream.packetSize(message)
-  if (bytes > maxPacket) return { kind: 'too-large', entry: head, bytes }
   return { kind: 'send', entries, message, open: take.open && !closed && entries.length === readAhead.length }
 }
 
