@@ -201,6 +201,8 @@ export interface UpstreamFormat {
   readonly name: string
   /** milliseconds an open message may wait for more entries (0: it is sent at once) */
   readonly lingerMs: number
+  /** the most entries one message carries (1 for a message per reading): sizes the forwarder's reads */
+  readonly maxEntries: number
   take: (entries: readonly OutgoingEntry[], limits: TakeLimits) => Take
   encode: (entries: readonly OutgoingEntry[]) => UpstreamMessage
 }

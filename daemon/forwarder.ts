@@ -136,8 +136,10 @@ export class Forwarder {
     this.policy = new SetAsidePolicy({ rejectRetries: options.rejectRetries, strikes: POISON_STRIKES, strikeWindowMs: STRIKE_WINDOW_MS })
     this.window = new InFlightWindow(options.log.ackPos)
     this.readPos = this.window.resumeAfter
-    // Enough read-ahead to keep the window full without holding much of the backlog in memory.
-    this.readChunk = Math.min(1000, Math.max(64, options.inflight * 2))
+    // Enough read-ahead to keep the window full, and two batches' worth, without holding much of
+    // the backlog in memory. Each read is a round trip to LevelDB's thread: a 200-reading batch
+    // read 128 entries at a time took two of them.
+    this.readChunk = Math.min(1000, Math.max(64, options.inflight * 2, options.format.maxEntries * 2))
   }
 
   start (): void {

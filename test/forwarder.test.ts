@@ -55,6 +55,8 @@ class FakeLog extends EventEmitter<{ committed: [lastPos: number] }> implements 
   readonly entries: LogEntry[] = []
   hold: Promise<void> | null = null
   reads = 0
+  /** the limit of each read */
+  readonly limits: number[] = []
   get lastCommittedPos (): number { return this.entries.length === 0 ? 0 : posOf(this.entries.length) }
   add (n: number): void {
     for (let i = 0; i < n; i++) {
@@ -66,6 +68,7 @@ class FakeLog extends EventEmitter<{ committed: [lastPos: number] }> implements 
 
   async read (after: number, limit: number): Promise<LogEntry[]> {
     this.reads++
+    this.limits.push(limit)
     if (this.hold !== null) await this.hold
     return this.entries.filter((e) => e.pos > after).slice(0, limit)
   }
@@ -252,4 +255,25 @@ t.test('with a backlog, the next chunk is read while the window drains, and ever
   log.add(1)
   await waitUntil(() => upstream.published.length === 201, 2000, 'a new commit read and sent')
   t.equal(log.reads, 5, 'one read for the new commit')
+})
+
+t.test('a batch format\'s reads hold two of its batches: a batch is not assembled from several reads', async (t) => {
+  // 150 entries a message, sent as the CloudEvent of its first (what the fake upstream reads).
+  const base = cloudEventsJson({ gateway: 'gw', topic: 'up/{topic}', eventsTopic: 'up/$sluice/{kind}' })
+  const batches: UpstreamFormat = {
+    ...base,
+    maxEntries: 150,
+    take: (entries) => ({ count: Math.min(150, entries.length), open: false }),
+    encode: (entries) => base.encode([entries[0]])
+  }
+  const { forwarder, upstream, log } = setup(t, { format: batches, inflight: 4 })
+  log.add(600)
+  forwarder.start()
+  upstream.up()
+  await waitUntil(() => upstream.published.length === 4, 2000, 'four batches in flight')
+  t.same(upstream.seqs(), [1, 151, 301, 451], 'each batch whole: 150 readings')
+  t.ok(log.limits.length > 0 && log.limits.every((limit) => limit === 300), `every read asks for 300 entries (${log.limits.join(', ')})`)
+  t.equal(log.reads, 2, 'two reads for four batches')
+  for (const p of upstream.published) p.resolve()
+  await waitUntil(() => forwarder.acknowledged === posOf(600), 2000, 'all 600 acknowledged')
 })

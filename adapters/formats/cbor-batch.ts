@@ -28,6 +28,7 @@ export function cborBatch (templates: TopicTemplates, bounds: BatchBounds): Upst
   return {
     name: 'cbor-batch',
     lingerMs: bounds.maxDelayMs,
+    maxEntries: bounds.maxRecords,
     take: (entries, limits) => take(entries, limits, bounds, gateway.length),
     encode: (entries) => {
       const first = entries[0]

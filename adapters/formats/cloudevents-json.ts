@@ -15,6 +15,7 @@ export function cloudEventsJson (templates: TopicTemplates): UpstreamFormat {
   return {
     name: 'cloudevents-json',
     lingerMs: 0,
+    maxEntries: 1,
     take: () => ({ count: 1, open: false }),
     encode: (entries) => {
       const entry = entries[0]
