@@ -9,7 +9,9 @@
  *
  * cbor-x's choices followed here: an integer up to 2^32 - 1 in its shortest unsigned form, a
  * larger one (a time in ms) as a float64; strings and byte strings with the shortest length head;
- * byte strings untagged (tagUint8Array: false).
+ * byte strings untagged (tagUint8Array: false). The batch format's CBOR writer
+ * (adapters/formats/cbor.ts) is not used here: the buffer imports nothing of sluice's, and that
+ * writer puts a time in ms as a 64-bit integer where the record must have cbor-x's float64.
  */
 
 const ARRAY_5 = 0x85

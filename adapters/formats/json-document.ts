@@ -59,7 +59,7 @@ export function isJsonDocument (payload: Uint8Array): boolean {
 const utf8 = new TextDecoder('utf-8', { fatal: true })
 
 /** The reference: a fatal UTF-8 decode, then JSON.parse. */
-export function parsesAsJson (payload: Uint8Array): boolean {
+function parsesAsJson (payload: Uint8Array): boolean {
   try {
     JSON.parse(utf8.decode(payload))
     return true
@@ -78,8 +78,8 @@ function skipSpace (): void {
 
 function value (depth: number): Verdict {
   switch (src[at]) {
-    case OPEN_OBJECT: return object(depth + 1)
-    case OPEN_ARRAY: return array(depth + 1)
+    case OPEN_OBJECT: return container(depth + 1, CLOSE_OBJECT)
+    case OPEN_ARRAY: return container(depth + 1, CLOSE_ARRAY)
     case QUOTE: return string() ? OK : BAD
     case 0x74: return literal(TRUE) ? OK : BAD
     case 0x66: return literal(FALSE) ? OK : BAD
@@ -88,44 +88,32 @@ function value (depth: number): Verdict {
   }
 }
 
-function object (depth: number): Verdict {
+/**
+ * An object or an array from its opening bracket: members separated by commas up to `close`, each
+ * a value, in an object after a string key and a colon.
+ */
+function container (depth: number, close: number): Verdict {
   if (depth > MAX_DEPTH) return DEEP
+  const keyed = close === CLOSE_OBJECT
   at++
   skipSpace()
-  if (src[at] === CLOSE_OBJECT) {
+  if (src[at] === close) {
     at++
     return OK
   }
   for (;;) {
-    if (src[at] !== QUOTE || !string()) return BAD
-    skipSpace()
-    if (src[at] !== COLON) return BAD
-    at++
-    skipSpace()
+    if (keyed) {
+      if (src[at] !== QUOTE || !string()) return BAD
+      skipSpace()
+      if (src[at] !== COLON) return BAD
+      at++
+      skipSpace()
+    }
     const verdict = value(depth)
     if (verdict !== OK) return verdict
     skipSpace()
     const c = src[at++]
-    if (c === CLOSE_OBJECT) return OK
-    if (c !== COMMA) return BAD
-    skipSpace()
-  }
-}
-
-function array (depth: number): Verdict {
-  if (depth > MAX_DEPTH) return DEEP
-  at++
-  skipSpace()
-  if (src[at] === CLOSE_ARRAY) {
-    at++
-    return OK
-  }
-  for (;;) {
-    const verdict = value(depth)
-    if (verdict !== OK) return verdict
-    skipSpace()
-    const c = src[at++]
-    if (c === CLOSE_ARRAY) return OK
+    if (c === close) return OK
     if (c !== COMMA) return BAD
     skipSpace()
   }
