@@ -128,12 +128,14 @@ export interface UpstreamAdapter extends EventEmitter<UpstreamAdapterEvents> {
   /** the size in bytes of the PUBLISH packet `message` makes on this connection */
   packetSize: (message: UpstreamMessage) => number
   /**
-   * Publishes at QoS 1; resolves on the upstream's acknowledgement. Rejects with an
-   * UpstreamRejection when the upstream refuses the message (MQTT 5 PUBACK reason >= 0x80), and
-   * with another error if the connection drops first (the forwarder then resends from its cursor
-   * on the next connection).
+   * Publishes at QoS 1; `done` is called once, never before publish returns: with no error on the
+   * upstream's acknowledgement, an UpstreamRejection when the upstream refuses the message (MQTT 5
+   * PUBACK reason >= 0x80), another error if the connection drops first (the forwarder then
+   * resends from its cursor on the next connection). A callback, not a promise: this runs once
+   * per message upstream, and a promise with its handlers was most of what the forwarder
+   * allocated per message.
    */
-  publish: (message: UpstreamMessage) => Promise<void>
+  publish: (message: UpstreamMessage, done: (err?: Error) => void) => void
   /** ends the connection and stops reconnecting; safe to call twice */
   close: () => Promise<void>
 }

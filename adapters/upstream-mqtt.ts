@@ -102,12 +102,13 @@ export class MqttUpstream extends EventEmitter<UpstreamAdapterEvents> implements
     return await UpstreamConnection.open(options, this.abort.signal)
   }
 
-  async publish (message: UpstreamMessage): Promise<void> {
+  publish (message: UpstreamMessage, done: (err?: Error) => void): void {
     const connection = this.connection
-    if (connection === null) throw new Error('upstream not connected')
-    await new Promise<void>((resolve, reject) => {
-      connection.publish(message, (err) => { if (err === undefined) resolve(); else reject(err) })
-    })
+    if (connection === null) {
+      process.nextTick(done, new Error('upstream not connected'))
+      return
+    }
+    connection.publish(message, done)
   }
 
   async close (): Promise<void> {

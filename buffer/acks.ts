@@ -20,6 +20,8 @@ export class Acks {
   /** the highest position asked to be acknowledged */
   private target = 0
   private acking: Promise<void> | null = null
+  /** the write in progress has read `target`: a later acknowledgement needs another write */
+  private writing = false
 
   constructor (state: LogState, room: Room) {
     this.state = state
@@ -36,9 +38,17 @@ export class Acks {
    * cursor. Calls coalesce; the promise resolves once the cursor is at least `upTo` on disk.
    * While writes fail, the cursor is kept in memory and written once they succeed again (until
    * then a restart resends those entries, which is safe).
+   *
+   * The forwarder calls this once per PUBACK: while a write waits out its coalescing delay it will
+   * write the new target too, and its promise is returned as it is (no promise of this call's own).
    */
-  async ack (upTo: number): Promise<void> {
+  ack (upTo: number): Promise<void> {
     if (upTo > this.target) this.target = upTo
+    if (this.acking !== null && !this.writing && this.state.health.reason !== 'write-failed') return this.acking
+    return this.ackInTurn(upTo)
+  }
+
+  private async ackInTurn (upTo: number): Promise<void> {
     while (this.state.ackPos < upTo) {
       if (this.state.health.reason === 'write-failed') return
       this.acking ??= this.coalesce().finally(() => { this.acking = null })
@@ -76,7 +86,12 @@ export class Acks {
    */
   private async coalesce (): Promise<void> {
     if (this.state.status === 'open') await new Promise((resolve) => { setTimeout(resolve, ACK_COALESCE_MS) })
-    await this.write(this.target)
+    this.writing = true
+    try {
+      await this.write(this.target)
+    } finally {
+      this.writing = false
+    }
   }
 
   private async write (upTo: number): Promise<void> {

@@ -150,8 +150,8 @@ export class DurableLog extends EventEmitter<DurableLogEvents> {
    * Records that every entry up to `upTo` is acknowledged upstream: removes them and persists the
    * cursor. Calls coalesce; the promise resolves once the cursor is at least `upTo` on disk.
    */
-  async ack (upTo: number): Promise<void> {
-    await this.acks.ack(upTo)
+  ack (upTo: number): Promise<void> {
+    return this.acks.ack(upTo)
   }
 
   /** Drops the readings that have been in the buffer longer than the TTL (in buffer time, clock.ts). */

@@ -314,7 +314,8 @@ export class Forwarder {
     this.bucket.take()
     if (resent) this.stats.resent += readings
     this.stats.published++
-    this.options.upstream.publish(message).then(() => { this.onAck(session, slot) }, (err: unknown) => {
+    this.options.upstream.publish(message, (err) => {
+      if (err === undefined) return this.onAck(session, slot)
       if (session !== this.session) return
       if (err instanceof UpstreamRejection) this.onReject(slot, err)
       // Otherwise the connection dropped; its 'down' resets the window and the entry is resent.
@@ -341,9 +342,11 @@ export class Forwarder {
   private settled (pos: number): void {
     this.policy.acknowledged(pos)
     this.options.deadLetters.release(readingSeqAtOrBefore(pos))
-    this.options.log.ack(pos).catch((err: unknown) => {
-      this.options.logger.error({ err }, 'could not persist the ack cursor')
-    })
+    this.options.log.ack(pos).catch(this.ackFailed)
+  }
+
+  private readonly ackFailed = (err: unknown): void => {
+    this.options.logger.error({ err }, 'could not persist the ack cursor')
   }
 
   private onReject (slot: InFlightMessage, err: UpstreamRejection): void {

@@ -9,11 +9,12 @@ import mqttPacket from 'mqtt-packet'
 import type { OutgoingEntry, UpstreamMessage } from '../adapters/contract.js'
 import { cborBatch } from '../adapters/formats/cbor-batch.js'
 import { cloudEventsBinary } from '../adapters/formats/cloudevents-binary.js'
-import { cloudEventsJson } from '../adapters/formats/cloudevents-json.js'
+import { cloudEventsJson, readingAttributes } from '../adapters/formats/cloudevents-json.js'
 import { publishPacketSize } from '../adapters/upstream/publish-packet.js'
 import { decodeBatch, BatchDecodeError } from '../index.js'
 import { TokenBucket } from '../daemon/rate-limit.js'
 import { SetAsidePolicy } from '../daemon/set-aside.js'
+import { mulberry32 } from '../scripts/random.js'
 
 const templates = { gateway: 'gw-01', topic: 'sluice/{gateway}/{topic}', eventsTopic: 'sluice/{gateway}/$sluice/{kind}' }
 const EPOCH = '0123456789abcdef0123456789abcdef'
@@ -179,6 +180,38 @@ t.test('cloudevents-json: one JSON CloudEvent per reading, whatever characters t
       t.equal(event.data_base64, bytes.toString('base64'), 'other bytes in base64')
     }
   }
+})
+
+t.test('cloudevents-json: each event byte for byte what JSON.stringify makes of its attributes, the sensor\'s JSON spliced in', async (t) => {
+  // The event is written piece by piece into one buffer; JSON.stringify of readingAttributes is
+  // the independent account of what it must hold. Sequence numbers at every digit count, times
+  // across seconds, years and before 1970, topics and epochs that need escaping, topics repeated
+  // (the escaped-topic cache) and payloads JSON or not.
+  const random = mulberry32(20261204)
+  const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]
+  const templates = { gateway: 'gw-"1"\\\u00e9', topic: 'up/{gateway}/{topic}', eventsTopic: 'sluice/{gateway}/$sluice/{kind}' }
+  const format = cloudEventsJson(templates)
+  const topics = ['sensors/a/temp', 'sensors/"q"/\\', 'sensors/\u0000\u001f\u2028', 'sensors/\ud83d\ude00/\ud800', 'x']
+  const epochs = [EPOCH, 'e"p\\och', '\u00e9poque']
+  const payloads = ['{"n":1}', '[1,2,{"a":null}]', ' {"big":12345678901234567890} ', 'plain text', '', '{"open":', '\u00ff\u0000']
+  let mismatches = 0
+  for (let i = 0; i < 3000; i++) {
+    const seq = Math.floor(random() * 10 ** Math.floor(random() * 16))
+    const time = Math.floor((random() * 2 - 0.3) * 4e12)
+    const entry = { kind: 'reading' as const, seq, epoch: pick(epochs), time, topic: pick(topics), payload: Buffer.from(pick(payloads), i % 2 === 0 ? 'utf8' : 'latin1') }
+    const message = format.encode([entry])
+    let data: unknown = null
+    try { data = JSON.parse(entry.payload.toString('utf8')) } catch {}
+    const isJson = data !== null && typeof data === 'object' && Buffer.from(entry.payload.toString('utf8')).equals(entry.payload)
+    const attributes = readingAttributes(entry, templates.gateway)
+    const expected = isJson
+      ? Buffer.concat([Buffer.from(JSON.stringify({ ...attributes, datacontenttype: 'application/json' }).slice(0, -1) + ',"data":'), entry.payload, Buffer.from('}')])
+      : Buffer.from(JSON.stringify({ ...attributes, datacontenttype: 'application/octet-stream', data_base64: entry.payload.toString('base64') }))
+    if (!message.payload.equals(expected)) {
+      if (mismatches++ < 3) t.equal(message.payload.toString('latin1'), expected.toString('latin1'), `seq ${seq}, time ${time}`)
+    }
+  }
+  t.equal(mismatches, 0, '3,000 events, each identical to the JSON.stringify account')
 })
 
 t.test('cloudevents-binary: the sensor\'s bytes unchanged, the attributes as MQTT 5 user properties', async (t) => {

@@ -30,11 +30,17 @@ class FakeUpstream extends EventEmitter<UpstreamAdapterEvents> implements Upstre
   start (): void {}
   async close (): Promise<void> {}
   packetSize (message: UpstreamMessage): number { return message.topic.length + message.payload.length + 10 }
-  async publish (message: UpstreamMessage): Promise<void> {
+  publish (message: UpstreamMessage, done: (err?: Error) => void): void {
     const event = JSON.parse(message.payload.toString())
-    return await new Promise<void>((resolve, reject) => {
-      this.published.push({ seq: Number(event.sequence ?? event.data?.from), message, resolve, reject })
-    })
+    // One answer per publish (a drop after the PUBACK is not one), a turn later, as a real
+    // connection gives it.
+    let answered = false
+    const answer = (err?: Error): void => {
+      if (answered) return
+      answered = true
+      queueMicrotask(() => { done(err) })
+    }
+    this.published.push({ seq: Number(event.sequence ?? event.data?.from), message, resolve: () => { answer() }, reject: answer })
   }
 
   up (): void { this.connected = true; this.emit('up') }

@@ -207,10 +207,13 @@ export class UpstreamConnection extends EventEmitter<ConnectionEvents> {
   /**
    * Publishes at QoS 1; `done` is called once, with no error on a PUBACK that accepts it, an
    * UpstreamRejection on a PUBACK reason code >= 0x80 (MQTT 5; 0x10 "no matching subscribers"
-   * is a success), or an error when the connection ends first.
+   * is a success), or an error when the connection ends first; never before publish returns.
    */
   publish (message: UpstreamMessage, done: PublishCallback): void {
-    if (!this.open) return done(new Error('upstream not connected'))
+    if (!this.open) {
+      process.nextTick(done, new Error('upstream not connected'))
+      return
+    }
     const id = this.takeId()
     this.awaiting.set(id, done)
     this.write(encodePublish(message, this.protocol, id))

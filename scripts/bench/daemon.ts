@@ -41,7 +41,11 @@ export class Daemon {
    */
   static async start (configFile: string, timeoutMs: number): Promise<Daemon> {
     const extra = (process.env.BENCH_DAEMON_NODE_ARGS ?? '').split(' ').filter((arg) => arg !== '')
-    const child = spawn(process.execPath, [...extra, fileURLToPath(DAEMON_SCRIPT), 'run', '-c', configFile], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const args = [...extra, fileURLToPath(DAEMON_SCRIPT), 'run', '-c', configFile]
+    const cg = process.env.BENCH_DAEMON_CGROUP
+    const child = cg === undefined
+      ? spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] })
+      : spawn('/bin/sh', ['-c', `echo $$ > ${cg}/cgroup.procs && exec "$0" "$@"`, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
     const exited = new Promise<Exit>((resolve) => { child.once('exit', (code, signal) => { resolve({ code, signal }) }) })
     const stdout = child.stdout as Readable
     const lines: string[] = []
