@@ -20,7 +20,9 @@
  * Everything listens on 127.0.0.1 only; every load is bounded, every wait has a timeout. Flags:
  * --quick (smaller loads), --only=e2e,ingest,drain,ready,backlog,saturate,rate,buffered (a subset;
  * ingest includes memory), --inflight=N (sluice's upstream.inflight and the baselines' window;
- * default 64), --json FILE (write the figures there too).
+ * default 64), --memory=SIZE (the spawned daemon of 6-9 runs in a memory cgroup that size, as on a
+ * board with that much RAM: bench/memory-budget.ts; needs root), --json FILE (write the figures
+ * there too).
  */
 import { endToEnd } from './bench/e2e.js'
 import { ingestAndMemory } from './bench/ingest.js'
@@ -31,6 +33,8 @@ import { formatTable, machineInfo, writeResults } from './bench/report.js'
 import { peer } from './bench/peer.js'
 import { mosquittoInstalled } from './bench/mosquitto.js'
 import { Scope, type Row, type ScenarioResult, type Sizes } from './bench/runner.js'
+import { Daemon } from './bench/daemon.js'
+import { MemoryBudget, parseSize } from './bench/memory-budget.js'
 
 const SCENARIOS = ['e2e', 'ingest', 'drain', 'ready', 'backlog', 'saturate', 'rate', 'buffered'] as const
 type Scenario = typeof SCENARIOS[number]
@@ -67,8 +71,9 @@ const FULL: Sizes = {
   timeoutMs: 180_000
 }
 
-function parseArgs (argv: string[]): { quick: boolean, only: Set<Scenario>, inflight: number | null, json: string | null } {
+function parseArgs (argv: string[]): { quick: boolean, only: Set<Scenario>, inflight: number | null, json: string | null, memory: number | null } {
   let quick = false
+  let memory: number | null = null
   let json: string | null = null
   let only = new Set<Scenario>(SCENARIOS)
   let inflight: number | null = null
@@ -81,6 +86,9 @@ function parseArgs (argv: string[]): { quick: boolean, only: Set<Scenario>, infl
     else if (arg.startsWith('--inflight=')) {
       inflight = Number(arg.slice('--inflight='.length))
       if (!Number.isInteger(inflight) || inflight < 1 || inflight > 65535) usage('--inflight takes an integer from 1 to 65535')
+    } else if (arg.startsWith('--memory=')) {
+      memory = parseSize(arg.slice('--memory='.length))
+      if (memory === null || memory < 64 * 1024 ** 2) usage('--memory takes a size of 64M or more, e.g. 512M or 1G')
     } else if (arg.startsWith('--only=')) {
       const names = arg.slice('--only='.length).split(',')
       for (const name of names) {
@@ -90,21 +98,24 @@ function parseArgs (argv: string[]): { quick: boolean, only: Set<Scenario>, infl
     } else if (arg === '--help' || arg === '-h') usage()
     else usage(`unknown argument "${arg}"`)
   }
-  return { quick, only, inflight, json }
+  return { quick, only, inflight, json, memory }
 }
 
 function usage (error?: string): never {
   if (error !== undefined) process.stderr.write(`bench: ${error}\n`)
-  process.stderr.write(`usage: node dist/scripts/bench.js [--quick] [--only=${SCENARIOS.join(',')}] [--inflight=N] [--json FILE]\n`)
+  process.stderr.write(`usage: node dist/scripts/bench.js [--quick] [--only=${SCENARIOS.join(',')}] [--inflight=N] [--memory=SIZE] [--json FILE]\n`)
   process.exit(error === undefined ? 0 : 2)
 }
 
 async function main (): Promise<number> {
-  const { quick, only, inflight, json } = parseArgs(process.argv.slice(2))
+  const { quick, only, inflight, json, memory } = parseArgs(process.argv.slice(2))
   const sizes = { ...(quick ? QUICK : FULL), ...(inflight === null ? {} : { forwarderInflight: inflight }) }
   const startedAt = new Date()
   const machine = machineInfo()
   process.stderr.write(`sluice bench (${quick ? 'quick' : 'full'}): ${machine.cpus as number} cpus, node ${process.version}\n`)
+  const budget = memory === null ? null : await MemoryBudget.create(memory)
+  Daemon.budget = budget
+  if (budget !== null) process.stderr.write(`the spawned daemon runs in a memory cgroup of ${budget.describe()}\n`)
 
   const rows: Row[] = []
   const runs: Record<string, unknown> = {}
@@ -148,17 +159,20 @@ async function main (): Promise<number> {
     }
   } finally {
     await templates.close()
+    await budget?.remove()
   }
 
   const durationS = (Date.now() - startedAt.getTime()) / 1000
   const table = formatTable(rows, sizes.repeats)
   process.stdout.write(`\n${table}\n`)
+  if (budget !== null) process.stdout.write(`The spawned sluice daemon (6-9) ran in a memory cgroup of ${budget.describe()}; everything else did not.\n`)
   const file = await writeResults(json, {
     date: startedAt.toISOString(),
     durationS,
     mode: quick ? 'quick' : 'full',
     scenarios: [...only],
     machine,
+    daemonMemoryBudget: budget === null ? null : { bytes: budget.bytes, cgroup: budget.version },
     loadavgAtEnd: machineInfo().loadavg,
     sizes,
     rows,

@@ -9,6 +9,7 @@ import { performance } from 'node:perf_hooks'
 import type { Readable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { readyPorts } from '../ready-ports.js'
+import type { MemoryBudget } from './memory-budget.js'
 
 const DAEMON_SCRIPT = new URL('../../daemon/bin.js', import.meta.url)
 
@@ -28,6 +29,9 @@ interface Exit { code: number | null, signal: NodeJS.Signals | null }
 const QUOTED_LINES = 20
 
 export class Daemon {
+  /** `--memory`: every daemon started from here on runs in this cgroup (memory-budget.ts) */
+  static budget: MemoryBudget | null = null
+
   private constructor (
     private readonly child: ChildProcess,
     private readonly exited: Promise<Exit>,
@@ -42,10 +46,8 @@ export class Daemon {
   static async start (configFile: string, timeoutMs: number): Promise<Daemon> {
     const extra = (process.env.BENCH_DAEMON_NODE_ARGS ?? '').split(' ').filter((arg) => arg !== '')
     const args = [...extra, fileURLToPath(DAEMON_SCRIPT), 'run', '-c', configFile]
-    const cg = process.env.BENCH_DAEMON_CGROUP
-    const child = cg === undefined
-      ? spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] })
-      : spawn('/bin/sh', ['-c', `echo $$ > ${cg}/cgroup.procs && exec "$0" "$@"`, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const start = Daemon.budget === null ? { command: process.execPath, args } : Daemon.budget.wrap(process.execPath, args)
+    const child = spawn(start.command, start.args, { stdio: ['ignore', 'pipe', 'inherit'] })
     const exited = new Promise<Exit>((resolve) => { child.once('exit', (code, signal) => { resolve({ code, signal }) }) })
     const stdout = child.stdout as Readable
     const lines: string[] = []
