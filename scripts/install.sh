@@ -167,6 +167,11 @@ cat > "$STAGE/bin/sluice" <<EOF
 #!/bin/sh
 # sluice, installed by scripts/install.sh: the package in /opt/sluice with the Node.js found at
 # install time (v$NODE_VERSION). exec keeps the pid, which systemd watches (MAINPID, watchdog).
+# glibc gives threads that allocate (LevelDB's, libuv's pool) malloc arenas of their own, up to 8
+# per core; two keep 5-8 MiB off sluice's peak (docs/operations.md, Memory). A value set in the
+# environment is kept.
+MALLOC_ARENA_MAX="\${MALLOC_ARENA_MAX:-2}"
+export MALLOC_ARENA_MAX
 exec "$NODE" /opt/sluice/dist/daemon/bin.js "\$@"
 EOF
 chown -R root:root "$STAGE"

@@ -140,7 +140,15 @@ t.test('install --root: the package, the user, the config, the buffer dir and th
     t.ok(existsSync(join(opt, f)), `/opt/sluice/${f}`)
   }
   t.equal(owner(join(opt, 'bin/sluice')).mode, '0755')
-  t.match(readFileSync(join(opt, 'bin/sluice'), 'utf8'), /^exec "\/\S+\/node" \/opt\/sluice\/dist\/daemon\/bin\.js "\$@"$/m, 'bin/sluice execs the installed package with an absolute node')
+  const launcher = readFileSync(join(opt, 'bin/sluice'), 'utf8')
+  t.match(launcher, /^exec "\/\S+\/node" \/opt\/sluice\/dist\/daemon\/bin\.js "\$@"$/m, 'bin/sluice execs the installed package with an absolute node')
+  // The environment it execs node with: the same script, with `env` in node's place.
+  const printsEnv = join(root, 'launcher-env.sh')
+  writeFileSync(printsEnv, launcher.replace(/^exec .*$/m, 'exec env'))
+  const envOf = (extra: Record<string, string>): string | undefined =>
+    /^MALLOC_ARENA_MAX=(.*)$/m.exec(spawnSync('sh', [printsEnv], { encoding: 'utf8', env: { PATH: process.env.PATH, ...extra } }).stdout)?.[1]
+  t.equal(envOf({}), '2', 'node runs with two malloc arenas')
+  t.equal(envOf({ MALLOC_ARENA_MAX: '4' }), '4', 'unless the environment (a drop-in\'s Environment=) says otherwise')
   for (const dep of ['aedes', 'classic-level', 'mqtt', 'level', 'pino', 'cbor-x', 'zod', 'yaml']) {
     t.ok(existsSync(join(opt, 'node_modules', dep, 'package.json')), `production dependency ${dep}`)
   }

@@ -1,7 +1,7 @@
 /**
  * The built daemon (`dist/daemon/bin.js`) as a child process, started as an operator would
- * (`sluice run -c FILE`): for figures only a real daemon gives, such as its own resident memory,
- * with nothing of the bench in its process. Ready once it logs "sluice ready"; stopped with SIGTERM.
+ * (`sluice run -c FILE`, with the installed launcher's MALLOC_ARENA_MAX): for figures only a real
+ * daemon gives, such as its own resident memory, with nothing of the bench in its process. Ready once it logs "sluice ready"; stopped with SIGTERM.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
@@ -47,7 +47,9 @@ export class Daemon {
     const extra = (process.env.BENCH_DAEMON_NODE_ARGS ?? '').split(' ').filter((arg) => arg !== '')
     const args = [...extra, fileURLToPath(DAEMON_SCRIPT), 'run', '-c', configFile]
     const start = Daemon.budget === null ? { command: process.execPath, args } : Daemon.budget.wrap(process.execPath, args)
-    const child = spawn(start.command, start.args, { stdio: ['ignore', 'pipe', 'inherit'] })
+    // The environment the installed launcher gives it (scripts/install.sh writes bin/sluice).
+    const env = { ...process.env, MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2' }
+    const child = spawn(start.command, start.args, { stdio: ['ignore', 'pipe', 'inherit'], env })
     const exited = new Promise<Exit>((resolve) => { child.once('exit', (code, signal) => { resolve({ code, signal }) }) })
     const stdout = child.stdout as Readable
     const lines: string[] = []
