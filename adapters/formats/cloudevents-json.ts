@@ -71,22 +71,24 @@ function structuredReadings (templates: TopicTemplates): (entry: Reading) => Ups
     }
     const time = isoTime(entry.time)
     const seq = entry.seq
+    const digits = decimalDigits(seq)
+    const padded = Math.max(digits, SEQUENCE_WIDTH)
     const json = isJsonDocument(entry.payload)
     const base64 = json ? '' : Buffer.from(entry.payload.buffer, entry.payload.byteOffset, entry.payload.byteLength).toString('base64')
-    const size = idHead.length + epochBytes.length + 1 + decimalLength(seq, 0) + source.length + time.length +
-      SUBJECT.length + subject.length + SEQUENCE.length + decimalLength(seq, SEQUENCE_WIDTH) + EPOCH.length + epochBytes.length +
+    const size = idHead.length + epochBytes.length + 1 + digits + source.length + time.length +
+      SUBJECT.length + subject.length + SEQUENCE.length + padded + EPOCH.length + epochBytes.length +
       (json ? JSON_DATA.length + entry.payload.length : BASE64_DATA.length + base64.length + 1) + 1
     const out = Buffer.allocUnsafe(size)
     let o = put(out, 0, idHead)
     o = put(out, o, epochBytes)
     out[o++] = DASH
-    o = writeDecimal(out, o, seq, 0)
+    o = writeDecimal(out, o, seq, digits)
     o = put(out, o, source)
     o = writeAscii(out, o, time)
     o = put(out, o, SUBJECT)
     o = put(out, o, subject)
     o = put(out, o, SEQUENCE)
-    o = writeDecimal(out, o, seq, SEQUENCE_WIDTH)
+    o = writeDecimal(out, o, seq, padded)
     o = put(out, o, EPOCH)
     o = put(out, o, epochBytes)
     if (json) {
@@ -127,16 +129,16 @@ function writeAscii (out: Buffer, offset: number, text: string): number {
   return offset + text.length
 }
 
-/** The length of `String(n).padStart(width, '0')` (n a sequence number: an integer >= 0). */
-function decimalLength (n: number, width: number): number {
+/** The digits of `String(n)` (n a sequence number: an integer >= 0 below 2^53). */
+function decimalDigits (n: number): number {
   let digits = 1
   for (let rest = Math.floor(n / 10); rest > 0; rest = Math.floor(rest / 10)) digits++
-  return Math.max(digits, width)
+  return digits
 }
 
-/** Writes `String(n).padStart(width, '0')`, for an integer n >= 0 below 2^53. */
-function writeDecimal (out: Buffer, offset: number, n: number, width: number): number {
-  const end = offset + decimalLength(n, width)
+/** Writes n in `length` digits, zero-padded: `length` is at least decimalDigits(n). */
+function writeDecimal (out: Buffer, offset: number, n: number, length: number): number {
+  const end = offset + length
   let rest = n
   for (let i = end - 1; i >= offset; i--) {
     out[i] = ZERO + rest % 10

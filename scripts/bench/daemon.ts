@@ -1,7 +1,8 @@
 /**
  * The built daemon (`dist/daemon/bin.js`) as a child process, started as an operator would
  * (`sluice run -c FILE`, with the installed launcher's MALLOC_ARENA_MAX): for figures only a real
- * daemon gives, such as its own resident memory, with nothing of the bench in its process. Ready once it logs "sluice ready"; stopped with SIGTERM.
+ * daemon gives, such as its own resident memory, with nothing of the bench in its process. Ready
+ * once it logs "sluice ready"; stopped with SIGTERM.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
