@@ -1,7 +1,7 @@
 import type { Logger } from 'pino'
 import { join } from 'node:path'
 import type { SluiceConfig } from '../config/index.js'
-import type { DurableLog } from '../buffer/index.js'
+import { type DurableLog, readingSeqAtOrBefore } from '../buffer/index.js'
 import type { DeadLetter, DeadLetterStore } from '../buffer/dead-letters.js'
 import type { IngestAdapter, ReadingSink } from '../adapters/contract.js'
 import { BrokerAdapter } from '../adapters/broker.js'
@@ -207,6 +207,10 @@ export class Gateway implements GatewayView {
     logger.info({
       epoch: log.epoch,
       lastSeq: log.lastSeq,
+      // The last reading whose upstream acknowledgement was on disk: sending resumes after it. The
+      // cursor is written a few ms after the PUBACKs, so after a crash the last readings acknowledged
+      // may be sent again. 0 before the first (the cursor's position then is before seq 1).
+      ackedSeq: Math.max(0, readingSeqAtOrBefore(log.ackPos)),
       created: log.report.created,
       uncleanStop: log.report.uncleanStop,
       ingest: gateway.ingestInfo(),
