@@ -1,10 +1,12 @@
 import t from 'tap'
-import { connect as netConnect, createServer } from 'node:net'
+import { connect as netConnect, createServer, type AddressInfo } from 'node:net'
 import { connect, type MqttClient } from 'mqtt'
+import mqttPacket from 'mqtt-packet'
 import { freePort } from './helpers/ports.js'
 import { startMosquitto, type TestLike } from './helpers/mosquitto.js'
 import { startProxy } from './helpers/proxy.js'
 import { startReceiver } from './helpers/receiver.js'
+import { readingKey, startSensors } from './helpers/sensors.js'
 
 /** Resolves true when a TCP connection to the port is accepted, false when refused. */
 function tcpAccepts(port: number): Promise<boolean> {
@@ -207,4 +209,37 @@ t.test('tmpfs helper: a failed mount may only skip a test outside CI and without
   t.equal(mountRequired({}, 0), true, 'as root too')
   t.equal(mountRequired({}, 1000), false, 'an unprivileged developer run may skip')
   t.equal(mountRequired({ CI: 'false' }, 1000), false)
+})
+
+t.test('sensors: a connection lost while a sensor resends does not use up its readings in one loop', async (t) => {
+  // A broker of three connections, as a daemon killed during a sensor's resend looks from the
+  // sensor: the first never acknowledges (the sensor stores 2,000 readings), the second
+  // acknowledges the resends and is dropped halfway through them, the third acknowledges all.
+  // A sensor that published again from inside the "Connection closed" answers would go round
+  // MQTT.js's queue until it ran out of readings (here the last 1,000; in a fleet without a
+  // limit, until the heap was gone).
+  let connection = 0
+  const server = createServer((socket) => {
+    const number = ++connection
+    let received = 0
+    const parser = mqttPacket.parser({ protocolVersion: 4 })
+    parser.on('packet', (packet) => {
+      if (packet.cmd === 'connect') socket.write(mqttPacket.generate({ cmd: 'connack', returnCode: 0, sessionPresent: false }))
+      if (packet.cmd !== 'publish') return
+      received++
+      if (number === 1 && received === 2000) socket.destroy()
+      if (number >= 2) socket.write(mqttPacket.generate({ cmd: 'puback', messageId: packet.messageId ?? 0 }))
+      if (number === 2 && received === 500) socket.destroy()
+    })
+    socket.on('data', (chunk: Buffer) => { parser.parse(chunk) })
+    socket.on('error', () => {})
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => { resolve() })))
+  const { port } = server.address() as AddressInfo
+  const sensors = await startSensors(t, `mqtt://127.0.0.1:${port}`, { count: 1, inflight: 2000, readingsPerSensor: 3000, reconnectPeriod: 20 })
+  await sensors.finished()
+  t.ok(connection >= 3, `the sensor came back after the drop (${connection} connections)`)
+  t.ok(sensors.acked.has(readingKey('s0', 2999)), `the last reading was acknowledged (${sensors.acked.size} of 3000: those answered "Connection closed" are not)`)
+  await sensors.stop()
 })

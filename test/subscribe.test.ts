@@ -19,8 +19,12 @@ import { startMuteProxy } from './helpers/mute-proxy.js'
 import { startReceiver, type Receiver } from './helpers/receiver.js'
 import { orderProblems, readingArrivals, readingKey, startSensors } from './helpers/sensors.js'
 import { startDaemon, writeConfig } from './helpers/daemon.js'
+import { checkDelivered } from './helpers/delivery.js'
 import { startSubscribeGateway, subscribeConfig } from './helpers/subscribe.js'
 import { waitUntil } from './helpers/wait.js'
+
+/** Here the local broker, not sluice's, acknowledged the readings; one epoch, no seq missing. */
+const LOCAL = { ackedBy: 'locally acknowledged', oneEpoch: true }
 
 async function publisher (t: Test, url: string): Promise<MqttClient> {
   const client = connect(url, { reconnectPeriod: 0, clientId: `pub-${Math.random().toString(16).slice(2, 10)}` })
@@ -32,21 +36,6 @@ async function publisher (t: Test, url: string): Promise<MqttClient> {
   return client
 }
 
-/** Every reading in `acked` has arrived; then the stream's order and seqs are checked. */
-async function checkDelivered (t: Test, receiver: Receiver, acked: Set<string>): Promise<{ duplicates: number, highest: number }> {
-  await receiver.waitFor((msgs) => {
-    const seen = new Set(readingArrivals(msgs).map((a) => readingKey(a.sensor, a.n)))
-    for (const k of acked) if (!seen.has(k)) return false
-    return true
-  }, 60_000, `all ${acked.size} readings the local broker acknowledged`)
-  const arrivals = readingArrivals(receiver.messages)
-  t.pass(`all ${acked.size} readings the local broker had arrived upstream (${arrivals.length} arrivals)`)
-  t.equal(new Set(arrivals.map((a) => a.epoch)).size, 1, 'one epoch: a crash is not a power loss')
-  const { problems, duplicates, highest } = orderProblems(arrivals)
-  t.same(problems, [], 'in seq order: runs, and resends only from an earlier point')
-  t.equal(new Set(arrivals.map((a) => a.seq)).size, highest, `no seq gap: every seq from 1 to ${highest} arrived`)
-  return { duplicates, highest }
-}
 
 /**
  * Holds the buffer's group commits open (a stuck disk) from hold() until release(). Teardowns
@@ -198,7 +187,7 @@ t.test('readings from the local broker arrive upstream in order, each once; othe
   for (let i = 0; i < 5; i++) await pub.publishAsync('dashboard/cmd', `not a reading ${i}`, { qos: 1 })
   await sensors.finished()
   t.equal(sensors.acked.size, 1200)
-  await checkDelivered(t, receiver, new Set(sensors.acked))
+  await checkDelivered(t, receiver, sensors.acked, LOCAL)
   const arrivals = readingArrivals(receiver.messages)
   t.equal(arrivals.length, 1200, 'no duplicates on a steady link')
   t.same(arrivals.map((a) => a.seq), Array.from({ length: 1200 }, (_, i) => i + 1), 'seq 1..1200 in arrival order')
@@ -269,7 +258,7 @@ t.test('a slow buffer pauses the subscription: the local broker keeps the rest, 
   t.ok(adapter.stats.received > 0, 'and did take some')
   t.equal(adapter.stats.acked, 0, 'none acknowledged')
   commits.release()
-  await checkDelivered(t, receiver, new Set(Array.from({ length: 2000 }, (_, n) => readingKey('p', n))))
+  await checkDelivered(t, receiver, new Set(Array.from({ length: 2000 }, (_, n) => readingKey('p', n))), LOCAL)
   t.equal(readingArrivals(receiver.messages).length, 2000, 'each once')
 })
 
@@ -298,7 +287,7 @@ t.test('a connection lost with readings unacknowledged: the redeliveries are rec
   await waitUntil(() => adapter.stats.redeliveries === 20, 20_000, 'the 20 redelivered')
   t.match(local.logText(), /Sending PUBLISH to sluice-cut \(d1, q1, r0, m1,/, 'mosquitto redelivered them with DUP set')
   commits.release()
-  await checkDelivered(t, receiver, new Set(Array.from({ length: 50 }, (_, n) => readingKey('c', n))))
+  await checkDelivered(t, receiver, new Set(Array.from({ length: 50 }, (_, n) => readingKey('c', n))), LOCAL)
   t.equal(gateway.stats().lastSeq, 50, 'each reading stored once: 50 readings, 50 seqs')
   t.equal(readingArrivals(receiver.messages).length, 50, 'and forwarded once')
 })
@@ -330,7 +319,7 @@ t.test('a bad topic from the local broker is refused and acknowledged; the strea
   const pub = await publisher(t, localUrl)
   await pub.publishAsync('sensors/bad\u0001/temp', '{"sensor":"bad","n":0}', { qos: 1 })
   await publishNumbered(pub, 'g', 0, 3)
-  await checkDelivered(t, receiver, new Set(['g:0', 'g:1', 'g:2']))
+  await checkDelivered(t, receiver, new Set(['g:0', 'g:1', 'g:2']), LOCAL)
   t.equal(gateway.stats().refused['bad-topic'], 1, 'the refusal is counted')
   t.equal(gateway.stats().lastSeq, 3, 'the bad topic never reached the buffer')
   await waitUntil(() => adapter.stats.acked === 4, 10_000, 'all four acknowledged, the refused one too (no redelivery loop)')
@@ -353,7 +342,7 @@ t.test('the local broker restarts: sluice reconnects with backoff, resumes its s
   // A graceful restart (mosquitto saves its sessions and queues); the sensors reconnect too.
   await local.restart()
   await sensors.finished()
-  await checkDelivered(t, receiver, new Set(sensors.acked))
+  await checkDelivered(t, receiver, sensors.acked, LOCAL)
   t.ok(adapter.stats.connections >= 2, `reconnected (${adapter.stats.connections} connections)`)
 })
 
@@ -377,7 +366,7 @@ t.test('passwordFile: sluice logs in to a local broker that requires it; a missi
   t.teardown(async () => { await pub.endAsync(true) })
   await new Promise<void>((resolve) => pub.once('connect', () => { resolve() }))
   await publishNumbered(pub, 'auth', 0, 1)
-  await checkDelivered(t, receiver, new Set(['auth:0']))
+  await checkDelivered(t, receiver, new Set(['auth:0']), LOCAL)
 
   await t.rejects(startSubscribeGateway(t, {
     upstreamUrl: upstream.url,
@@ -417,7 +406,7 @@ t.test('kill -9 in the middle of a stream: every reading the local broker had ar
   }
   await sensors.finished()
   t.equal(sensors.acked.size, 12_000, 'the local broker acknowledged every reading')
-  const { duplicates, highest } = await checkDelivered(t, receiver, new Set(sensors.acked))
+  const { duplicates, highest } = await checkDelivered(t, receiver, sensors.acked, LOCAL)
   const redelivered = local.logText().match(/Sending PUBLISH to sluice-crash \(d1,/g)?.length ?? 0
   t.comment(`${sensors.acked.size} readings, ${highest} seqs, ${duplicates} duplicate arrivals upstream, ${redelivered} sends with DUP set (mosquitto sets it on all it had queued when a session resumes)`)
   // A reading's record is written before its commit starts: after a process crash, every
@@ -451,7 +440,7 @@ t.test('kill -9 after storing but before the PUBACK reached the local broker: th
   await second.waitForLine('subscribed to the local broker')
   // mosquitto redelivers the 20 (DUP) on the new connection; then 5 new ones follow them.
   await publishNumbered(pub, 'm', 20, 5)
-  await checkDelivered(t, receiver, new Set(Array.from({ length: 25 }, (_, n) => readingKey('m', n))))
+  await checkDelivered(t, receiver, new Set(Array.from({ length: 25 }, (_, n) => readingKey('m', n))), LOCAL)
   await link.waitFor(() => (link.fromClient.puback ?? 0) >= 45, 20_000, 'the redeliveries and the new readings acknowledged')
   const stopped = await second.kill('SIGTERM')
   t.equal(stopped.code, 0)
