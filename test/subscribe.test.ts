@@ -36,7 +36,6 @@ async function publisher (t: Test, url: string): Promise<MqttClient> {
   return client
 }
 
-
 /**
  * Holds the buffer's group commits open (a stuck disk) from hold() until release(). Teardowns
  * run last-registered first, so the one hold() adds releases the commit before the gateway's
