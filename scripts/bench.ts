@@ -1,5 +1,5 @@
 /**
- * sluice's benchmarks: `npm run bench` (about 30 minutes) or `node dist/scripts/bench.js --quick`
+ * sluice's benchmarks: `npm run bench` (about 15 minutes) or `node dist/scripts/bench.js --quick`
  * (about 5 minutes). Each figure is measured beside a baseline in the same run, repeated, and
  * reported as medians with their spread; a table goes to stdout and the full results (every run,
  * memory samples, machine info) to bench-results/bench-<timestamp>.json and bench-results/latest.json.
@@ -22,9 +22,9 @@
  * Everything listens on 127.0.0.1 only; every load is bounded, every wait has a timeout. Flags:
  * --quick (smaller loads), --only=e2e,ingest,drain,ready,backlog,saturate,rate,buffered,reads (a
  * subset; ingest includes memory), --inflight=N (sluice's upstream.inflight and the baselines'
- * window; default 64), --memory=SIZE (the spawned daemon of 6-9 runs in a memory cgroup that size, as on a
- * board with that much RAM: bench/memory-budget.ts; needs root), --json FILE (write the figures
- * there too).
+ * window; default 64), --memory=SIZE (the spawned daemon of 6-9 runs in a memory cgroup that
+ * size, as on a board with that much RAM: bench/memory-budget.ts; needs root), --json FILE (write
+ * the figures there too).
  */
 import { endToEnd } from './bench/e2e.js'
 import { ingestAndMemory } from './bench/ingest.js'
