@@ -16,12 +16,13 @@
  *      (where mosquitto is installed): saturating, fixed rate with latency from the first
  *      publish after start, a backlog buffered with the upstream down then drained; each with
  *      peak RSS, CPU-seconds per 100k readings and bytes written per reading (/proc/PID)
- *  10. reading the log back as a drain does, per reading, vs the same records stored 100 to a
- *      LevelDB entry (what classic-level's Buffer per key and value costs)
+ *  10-11. reading the log back as a drain does, and writing it in commits, per reading, vs the
+ *      same records stored 100 to a LevelDB entry (what classic-level's Buffer per key and value
+ *      costs)
  *
  * Everything listens on 127.0.0.1 only; every load is bounded, every wait has a timeout. Flags:
- * --quick (smaller loads), --only=e2e,ingest,drain,ready,backlog,saturate,rate,buffered,reads (a
- * subset; ingest includes memory), --inflight=N (sluice's upstream.inflight and the baselines'
+ * --quick (smaller loads), --only=e2e,ingest,drain,ready,backlog,saturate,rate,buffered,entries
+ * (a subset; ingest includes memory), --inflight=N (sluice's upstream.inflight and the baselines'
  * window; default 64), --memory=SIZE (the spawned daemon of 6-9 runs in a memory cgroup that
  * size, as on a board with that much RAM: bench/memory-budget.ts; needs root), --json FILE (write
  * the figures there too).
@@ -31,7 +32,7 @@ import { ingestAndMemory } from './bench/ingest.js'
 import { drain } from './bench/drain.js'
 import { makeTemplates, timeToReady } from './bench/ready.js'
 import { backlogMemory } from './bench/backlog.js'
-import { logReads } from './bench/reads.js'
+import { logEntries } from './bench/entries.js'
 import { formatTable, machineInfo, writeResults } from './bench/report.js'
 import { peer } from './bench/peer.js'
 import { mosquittoInstalled } from './bench/mosquitto.js'
@@ -39,7 +40,7 @@ import { Scope, type Row, type ScenarioResult, type Sizes } from './bench/runner
 import { Daemon } from './bench/daemon.js'
 import { MemoryBudget, parseSize } from './bench/memory-budget.js'
 
-const SCENARIOS = ['e2e', 'ingest', 'drain', 'ready', 'backlog', 'saturate', 'rate', 'buffered', 'reads'] as const
+const SCENARIOS = ['e2e', 'ingest', 'drain', 'ready', 'backlog', 'saturate', 'rate', 'buffered', 'entries'] as const
 type Scenario = typeof SCENARIOS[number]
 
 const QUICK: Sizes = {
@@ -160,7 +161,7 @@ async function main (): Promise<number> {
         process.stderr.write('saturate, rate, buffered: skipped, mosquitto is not installed (the baseline is a mosquitto bridge)\n')
       }
     }
-    await step('reads', async () => await logReads(sizes))
+    await step('entries', async () => await logEntries(sizes))
   } finally {
     await templates.close()
     await budget?.remove()
