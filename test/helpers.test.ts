@@ -1,5 +1,5 @@
 import t from 'tap'
-import { connect as netConnect, createServer, type AddressInfo } from 'node:net'
+import { connect as netConnect, createServer } from 'node:net'
 import { connect, type MqttClient } from 'mqtt'
 import mqttPacket from 'mqtt-packet'
 import { freePort } from './helpers/ports.js'
@@ -7,6 +7,7 @@ import { startMosquitto, type TestLike } from './helpers/mosquitto.js'
 import { startProxy } from './helpers/proxy.js'
 import { startReceiver } from './helpers/receiver.js'
 import { readingKey, startSensors } from './helpers/sensors.js'
+import { localServer } from './helpers/tcp-server.js'
 
 /** Resolves true when a TCP connection to the port is accepted, false when refused. */
 function tcpAccepts(port: number): Promise<boolean> {
@@ -219,7 +220,7 @@ t.test('sensors: a connection lost while a sensor resends does not use up its re
   // MQTT.js's queue until it ran out of readings (here the last 1,000; in a fleet without a
   // limit, until the heap was gone).
   let connection = 0
-  const server = createServer((socket) => {
+  const { port } = await localServer(t, (socket) => {
     const number = ++connection
     let received = 0
     const parser = mqttPacket.parser({ protocolVersion: 4 })
@@ -232,11 +233,7 @@ t.test('sensors: a connection lost while a sensor resends does not use up its re
       if (number === 2 && received === 500) socket.destroy()
     })
     socket.on('data', (chunk: Buffer) => { parser.parse(chunk) })
-    socket.on('error', () => {})
   })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => new Promise<void>((resolve) => server.close(() => { resolve() })))
-  const { port } = server.address() as AddressInfo
   const sensors = await startSensors(t, `mqtt://127.0.0.1:${port}`, { count: 1, inflight: 2000, readingsPerSensor: 3000, reconnectPeriod: 20 })
   await sensors.finished()
   t.ok(connection >= 3, `the sensor came back after the drop (${connection} connections)`)

@@ -23,15 +23,13 @@ export interface DeliveryCheck {
  * as it arrives: a test that saturates the daemon ends with tens of thousands of arrivals, and a
  * check that went over all of them again for every new one made the wait quadratic.
  */
-export async function waitForReadings (receiver: Receiver, acked: Iterable<string>, timeoutMs: number, what: string): Promise<void> {
+async function waitForReadings (receiver: Receiver, acked: Iterable<string>, timeoutMs: number, what: string): Promise<void> {
   const missing = new Set(acked)
   let looked = 0
   await receiver.waitFor((msgs) => {
     if (looked > msgs.length) looked = 0 // the receiver was cleared
-    for (; looked < msgs.length; looked++) {
-      const json = msgs[looked].json
-      if (json?.type === 'io.sluice.reading') missing.delete(readingKey(json.data?.sensor, json.data?.n))
-    }
+    for (const a of readingArrivals(msgs.slice(looked))) missing.delete(readingKey(a.sensor, a.n))
+    looked = msgs.length
     return missing.size === 0
   }, timeoutMs, what)
 }
