@@ -134,15 +134,14 @@ async function measure (operation: Operation, layout: Layout, repeat: number, pa
  */
 function writePass (path: string, layout: Layout): Pass {
   return async () => {
-    const db = new ClassicLevel<Buffer, Buffer>(path, { keyEncoding: 'buffer', valueEncoding: 'buffer' })
-    await db.open()
+    const db = await openStore(path)
     try {
       const storedAt = Date.now()
       for (let first = 0; first < READINGS; first += WRITE_COMMIT) {
         const batch = db.batch()
         if (layout === 'entry-per-reading') {
           for (let seq = first; seq < first + WRITE_COMMIT; seq++) {
-            batch.put(logKey(position(seq, Slot.Reading)), writeReadingRecord(storedAt + seq, TOPIC, PAYLOAD, storedAt + seq) as Buffer)
+            batch.put(logKey(position(seq, Slot.Reading)), record(seq, storedAt))
           }
         } else {
           batch.put(logKey(position(first, Slot.Reading)), groupValue(first, storedAt))
@@ -159,8 +158,19 @@ function writePass (path: string, layout: Layout): Pass {
 /** The value of a group: its GROUP records as one CBOR array. */
 function groupValue (first: number, storedAt: number): Buffer {
   const records: Buffer[] = [GROUP_HEAD]
-  for (let seq = first; seq < first + GROUP; seq++) records.push(writeReadingRecord(storedAt + seq, TOPIC, PAYLOAD, storedAt + seq) as Buffer)
+  for (let seq = first; seq < first + GROUP; seq++) records.push(record(seq, storedAt))
   return Buffer.concat(records)
+}
+
+/** A reading's record as the log stores it, timed `seq` ms after `storedAt`. */
+function record (seq: number, storedAt: number): Buffer {
+  return writeReadingRecord(storedAt + seq, TOPIC, PAYLOAD, storedAt + seq) as Buffer
+}
+
+async function openStore (path: string): Promise<ClassicLevel<Buffer, Buffer>> {
+  const db = new ClassicLevel<Buffer, Buffer>(path, { keyEncoding: 'buffer', valueEncoding: 'buffer' })
+  await db.open()
+  return db
 }
 
 /**
@@ -168,8 +178,7 @@ function groupValue (first: number, storedAt: number): Buffer {
  * a while would be: a compaction running beside the reads would be counted as their CPU.
  */
 async function compact (path: string): Promise<void> {
-  const db = new ClassicLevel<Buffer, Buffer>(path, { keyEncoding: 'buffer', valueEncoding: 'buffer' })
-  await db.open()
+  const db = await openStore(path)
   try {
     await db.compactRange(Buffer.alloc(0), Buffer.from([0xff]))
   } finally {
@@ -205,12 +214,7 @@ async function entryPerReading (path: string): Promise<{ readAll: Pass, close: (
 
 /** The same records, GROUP to an entry keyed by the group's first reading, compacted and reopened. */
 async function entryPerGroup (path: string): Promise<{ readAll: Pass, close: () => Promise<void> }> {
-  const open = async (): Promise<ClassicLevel<Buffer, Buffer>> => {
-    const db = new ClassicLevel<Buffer, Buffer>(path, { keyEncoding: 'buffer', valueEncoding: 'buffer' })
-    await db.open()
-    return db
-  }
-  const filling = await open()
+  const filling = await openStore(path)
   const storedAt = Date.now()
   for (let i = 0; i < READINGS; i += COMMIT) {
     const ops = []
@@ -221,7 +225,7 @@ async function entryPerGroup (path: string): Promise<{ readAll: Pass, close: () 
   }
   await filling.close()
   await compact(path)
-  const db = await open()
+  const db = await openStore(path)
   const readAll = async (): Promise<number> => {
     let count = 0
     let after = position(0, Slot.Reading) - 1
